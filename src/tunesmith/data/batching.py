@@ -1,0 +1,48 @@
+"""Batches without wasted padding: length-grouped order for training, length-sorted for inference.
+
+The order of an epoch depends only on (seed, epoch), so a resumed run can skip exactly the
+batches it already did.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def length_grouped_batches(lengths, batch_size: int, seed: int, epoch: int, mega: int = 50) -> list[list[int]]:
+    """Shuffle, cut into mega-batches of `mega` batches, sort each by length, shuffle the batches.
+
+    Examples of similar length share a batch (little padding) while the order stays random
+    (the same idea as the Hugging Face Trainer's group_by_length sampler).
+    """
+    lengths = np.asarray(lengths)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    size = batch_size * mega
+    batches = []
+    for start in range(0, len(order), size):
+        chunk = order[start:start + size]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size].tolist() for i in range(0, len(chunk), batch_size))
+    # the longest batch first: an out-of-memory error shows up at once, not at minute 50
+    longest = max(range(len(batches)), key=lambda b: lengths[batches[b]].max() * len(batches[b]))
+    first = batches.pop(longest)
+    rest = [batches[i] for i in rng.permutation(len(batches))]
+    return [first] + rest
+
+
+def length_sorted_batches(lengths, batch_size: int) -> list[list[int]]:
+    """Inference batches in order of length (least padding); callers restore the original order."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to the longest in the batch; returns ids and attention mask."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, :len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, :len(seq)] = 1
+    return ids, mask

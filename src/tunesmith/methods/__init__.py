@@ -1,0 +1,51 @@
+"""Fine-tuning methods: one module each, registered by name, all with the same small interface.
+
+A method module defines `apply(model, cfg, groups) -> model`, which decides which weights train
+(setting requires_grad, or wrapping the model with adapters), and is registered with
+`@register_method(name, summary)`. It may also define `callbacks(model, cfg, groups, plan)`
+returning loop-event callbacks (gradual unfreezing uses this). The task head always trains.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import TunesmithError, did_you_mean
+
+
+@dataclass
+class Method:
+    name: str
+    summary: str
+    apply: Callable
+    adapter: bool = False  # saves only the adapter weights (PEFT format)
+    callbacks: Callable | None = None
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, summary: str, adapter: bool = False):
+    def wrap(apply):
+        METHODS[name] = Method(name, summary, apply, adapter)
+        return apply
+
+    return wrap
+
+
+def register_callbacks(name: str):
+    """Attach a callbacks(model, cfg, groups, plan) factory to an already registered method."""
+    def wrap(factory):
+        METHODS[name].callbacks = factory
+        return factory
+
+    return wrap
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise TunesmithError(f"Unknown method '{name}'.{did_you_mean(name, METHODS)} Choose one of: {', '.join(METHODS)}.")
+    return METHODS[name]
+
+
+from . import full  # noqa: E402,F401  (each import registers a method)

@@ -1,0 +1,1 @@
+"""Plots and (in a later round) the HTML report of a run."""

@@ -1,0 +1,191 @@
+"""fit(): the one training loop. Read it top to bottom: it is the whole of training.
+
+Data order, loss normalisation, optimizer step, evaluation, early stopping and checkpoints are all
+visible here; callbacks only observe (progress, gradual unfreezing) through train/events.py.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.batching import length_grouped_batches
+from ..errors import RunInterrupted, TunesmithError
+from ..metrics import is_better
+from . import checkpoint as ckpt
+from .events import Events, LoopContext, TrainState
+from .infer import move, predict_logits
+from .optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class FitResult:
+    model: torch.nn.Module
+    state: TrainState
+    best_eval: dict | None
+
+
+def make_accelerator(train_cfg):
+    """Device and precision come from accelerate (several processes will, too, in a later round)."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available() and train_cfg.device != "cpu"
+    if train_cfg.device == "cuda" and not torch.cuda.is_available():
+        raise TunesmithError("--device cuda was asked for, but no CUDA GPU is visible; use --device auto or cpu.")
+    bf16 = train_cfg.precision == "bf16" or (train_cfg.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+    return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
+
+
+def chunk(indices: list[int], parts: int) -> list[list[int]]:
+    size = math.ceil(len(indices) / parts)
+    return [indices[i:i + size] for i in range(0, len(indices), size)]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop finishes the step, checkpoints, then exits."""
+
+    def __init__(self):
+        self.signal_name = None
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, self.request)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def request(self, signum, frame):
+        if self.signal_name is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=(), resume_from: Path | None = None,
+        pad_id: int = 0) -> FitResult:
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    accelerator = make_accelerator(tc)
+    optimizer = build_optimizer(groups, tc, cfg.method.layer_lr_decay)
+    steps_per_epoch = math.ceil(len(train) / tc.batch_size)
+    total_steps = max(1, math.ceil(tc.epochs * steps_per_epoch))
+    scheduler = build_scheduler(optimizer, total_steps, tc.warmup_ratio)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    folder = Path(run_dir) / "checkpoints"
+
+    state = TrainState(total_steps=total_steps, steps_per_epoch=steps_per_epoch, grad_accum=tc.grad_accum)
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(resume_from, model, optimizer, scheduler)
+    loop = LoopContext(model, optimizer, state, cfg, groups)
+    events = Events(callbacks)
+    eval_points = {round(steps_per_epoch * k / tc.evals_per_epoch) for k in range(1, tc.evals_per_epoch + 1)}
+    params = list(model.parameters())
+
+    def evaluate() -> None:
+        """Validation pass, early-stopping bookkeeping, best weights to disk."""
+        if validation is None:
+            return
+        logits, loss = predict_logits(model, task, validation, tc.eval_batch_size, pad_id, accelerator.device, accelerator.autocast)
+        result = task.score(logits, validation.labels, loss)
+        loop.last_eval = result
+        value = result[tc.metric]
+        state.history.append({"step": state.step, "epoch": state.step / steps_per_epoch, "val": {k: result[k] for k in ("loss", "accuracy", "macro_f1", "mcc")}})
+        if is_better(tc.metric, value, state.best_metric):
+            state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+            ckpt.save_best_weights(folder, model, state)
+        else:
+            state.bad_evals += 1
+            if tc.early_stopping and state.bad_evals >= tc.early_stopping:
+                state.should_stop, state.stop_reason = True, f"early stopping: no better {tc.metric} in {state.bad_evals} evaluations"
+        events.emit("evaluate", loop)
+
+    def save_checkpoint() -> None:
+        ckpt.save_checkpoint(folder, model, optimizer, scheduler, state)
+        ckpt.prune_checkpoints(folder, tc.keep_checkpoints)
+
+    def train_step(indices: list[int]) -> float | None:
+        """Forward and backward over micro-batches; the loss is summed then divided by the
+        examples in the whole step, so gradient accumulation gives the same update as one batch."""
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in chunk(indices, state.grad_accum):
+            batch = move(task.collate(train, micro, pad_id), accelerator.device)
+            labels = batch.pop("labels")
+            with accelerator.autocast():
+                logits = model(**batch).logits
+            loss = task.loss_sum(logits, labels) / len(indices)
+            accelerator.backward(loss)
+            total += loss.item()
+            state.tokens += int(batch["attention_mask"].sum())
+        grads_finite = True
+        if tc.max_grad_norm > 0:
+            norm = accelerator.clip_grad_norm_([p for p in params if p.grad is not None], tc.max_grad_norm)
+            grads_finite = bool(torch.isfinite(norm))
+        if not math.isfinite(total) or not grads_finite:
+            return None
+        optimizer.step()
+        scheduler.step()
+        return total
+
+    events.emit("train_start", loop)
+    started = time.perf_counter() - state.train_seconds
+    with StopRequest() as stop:
+        while state.step < total_steps and not state.should_stop:
+            events.emit("epoch_start", loop)
+            batches = length_grouped_batches(train.lengths, tc.batch_size, tc.seed, state.epoch)
+            while state.steps_in_epoch < len(batches) and state.step < total_steps and not state.should_stop:
+                indices = batches[state.steps_in_epoch]
+                try:
+                    loss = train_step(indices)
+                except RuntimeError as exc:
+                    if not is_out_of_memory(exc) or len(indices) <= state.grad_accum:
+                        raise
+                    # halve the micro-batch, double accumulation: the effective batch is unchanged
+                    optimizer.zero_grad(set_to_none=True)
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    state.grad_accum *= 2
+                    accelerator.print(f"Out of memory: micro-batch halved, gradient accumulation now {state.grad_accum}.")
+                    continue
+                if loss is None:
+                    state.skipped_batches += 1
+                    if tc.on_nan == "stop":
+                        raise TunesmithError(f"The loss or its gradient became NaN/infinite at step {state.step + 1}; lower --lr (now {tc.lr}), "
+                                             f"check the labels, or pass --on-nan skip to skip such batches. The last good checkpoint is kept in {folder}.")
+                else:
+                    loop.last_loss = loss
+                    state.losses.append([state.step + 1, round(loss, 5)])
+                state.step += 1
+                state.steps_in_epoch += 1
+                state.train_seconds = time.perf_counter() - started
+                events.emit("step_end", loop)
+                if state.steps_in_epoch in eval_points or state.step == total_steps:
+                    evaluate()
+                end_of_epoch = state.steps_in_epoch == len(batches)
+                if end_of_epoch:
+                    state.epoch, state.steps_in_epoch = state.epoch + 1, 0
+                    events.emit("epoch_end", loop)
+                if end_of_epoch or (tc.checkpoint_every and state.step % tc.checkpoint_every == 0) or stop.signal_name:
+                    save_checkpoint()
+                if stop.signal_name:
+                    raise RunInterrupted(f"Stopped by {stop.signal_name} at step {state.step}/{total_steps}; a checkpoint was written. "
+                                         f"Resume with the same command plus --resume.")
+    state.train_seconds = time.perf_counter() - started
+    if state.best_step is not None and state.best_step != state.step:
+        ckpt.load_best_weights(folder, accelerator.unwrap_model(model))
+    events.emit("train_end", loop)
+    best = next((h["val"] for h in state.history if h["step"] == state.best_step), None)
+    return FitResult(accelerator.unwrap_model(model), state, best)

@@ -1,0 +1,52 @@
+"""AdamW parameter groups (weight decay, layer-wise learning rates) and the warmup/decay schedule."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..methods.groups import ParameterGroups
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight", "ln_")
+
+
+def group_learning_rates(groups: ParameterGroups, lr: float, decay: float | None) -> dict[str, float]:
+    """Learning rate per named group: the head gets lr, each group below gets `decay` times more."""
+    ordered = groups.ordered()
+    top = len(ordered) - 1
+    return {name: lr * (decay ** (top - depth) if decay else 1.0) for depth, (name, _) in enumerate(ordered)}
+
+
+def optimizer_groups(groups: ParameterGroups, lr: float, weight_decay: float, layer_decay: float | None) -> list[dict]:
+    """Every parameter of the model, trainable now or later (gradual unfreezing), in AdamW groups."""
+    rates = group_learning_rates(groups, lr, layer_decay)
+    result = []
+    for name, params in groups.ordered():
+        decay = [p for n, p in params if not any(k in n for k in NO_DECAY)]
+        no_decay = [p for n, p in params if any(k in n for k in NO_DECAY)]
+        for subset, wd in ((decay, weight_decay), (no_decay, 0.0)):
+            if subset:
+                result.append({"params": subset, "lr": rates[name], "weight_decay": wd, "group": name})
+    return result
+
+
+def build_optimizer(groups: ParameterGroups, train_cfg, layer_decay: float | None) -> torch.optim.Optimizer:
+    param_groups = optimizer_groups(groups, train_cfg.lr, train_cfg.weight_decay, layer_decay)
+    # foreach=True: one multi-tensor kernel per group instead of a Python loop over parameters.
+    # Parameters frozen now have no gradient and are skipped by AdamW until they are unfrozen.
+    return torch.optim.AdamW(param_groups, lr=train_cfg.lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
+
+
+def linear_warmup_decay(total_steps: int, warmup_steps: int):
+    """Multiplier on the peak lr: 0 -> 1 over warmup, then 1 -> 0 linearly (BERT's schedule)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+def build_scheduler(optimizer, total_steps: int, warmup_ratio: float):
+    warmup = math.floor(total_steps * warmup_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(total_steps, warmup))
