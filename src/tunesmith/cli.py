@@ -38,9 +38,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args) -> RunConfig:
     cfg = RunConfig.from_yaml(args.config) if getattr(args, "config", None) else RunConfig()
-    given = {k: v for k, v in vars(args).items() if k in {n for c in SECTIONS.values() for n in fields_of(c)}}
-    if getattr(args, "data", None):
-        given["data"] = args.data
+    names = {n for c in SECTIONS.values() for n in fields_of(c)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     cfg.update(given, source="the command line")
     if not cfg.data.data:
         raise TunesmithError("No training data: give a file or a bundled dataset name, e.g. `tunesmith train reviews.csv` or `tunesmith train rotten-tomatoes`.")

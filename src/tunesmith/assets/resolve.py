@@ -43,6 +43,7 @@ def load_pretrained(loader, source: str, model_cfg, **kwargs):
 
     check_weight_files(source, model_cfg.trust_pickle)
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     options = dict(trust_remote_code=model_cfg.trust_remote_code, **kwargs)
     if not model_cfg.trust_pickle:
