@@ -114,6 +114,12 @@ class Run:
         shutil.copytree(self.path, target, ignore=shutil.ignore_patterns("checkpoints"))
         return target
 
+    def export(self, out: str | Path, merge: bool = False) -> dict:
+        """Write the model to a new folder; merge=True folds a LoRA/DoRA/IA3 adapter into a plain model."""
+        from .export import export_run
+
+        return export_run(self.path, out, merge)
+
     def __repr__(self) -> str:
         test = (self.metrics.get("test") or self.metrics.get("validation") or {}).get("accuracy")
         return f"Run('{self.path}', method={self.record['method']}, accuracy={test})"

@@ -87,6 +87,18 @@ def print_summary(out, run_dir, metrics: dict) -> None:
     out.print(f"Model, metrics.json, curves.png and test_predictions.csv are in {run_dir}. Try: tunesmith predict {run_dir} \"some text\"")
 
 
+@command("compare", "train several methods on the same data, split and seed; one table and plot")
+def cmd_compare(args) -> int:
+    from .compare import compare, parse_method_list, parse_method_options
+
+    if getattr(args, "method", None):
+        raise TunesmithError("`tunesmith compare` trains every method in --methods; drop --method (per-method options go in --method-options).")
+    base = config_from_args(args)
+    methods = parse_method_list(args.methods)
+    result = compare(base, methods, parse_method_options(args.method_options, methods), console())
+    return 1 if result.failed else 0
+
+
 @command("predict", "label new texts with a finished run")
 def cmd_predict(args) -> int:
     from .api import load
@@ -117,6 +129,18 @@ def cmd_eval(args) -> int:
         print(f"{metrics['examples']} examples: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, MCC {metrics['mcc']:.4f}")
         for name, m in metrics["per_class"].items():
             print(f"  {name}: precision {m['precision']:.3f} recall {m['recall']:.3f} f1 {m['f1']:.3f} (n={m['support']})")
+    return 0
+
+
+@command("export", "write a finished run's model to a folder; --merge folds an adapter into a plain model")
+def cmd_export(args) -> int:
+    from .api import load
+
+    result = load(args.run).export(args.out, merge=args.merge)
+    done = {"plain": "a plain model; load it with transformers' AutoModelForSequenceClassification or pipeline",
+            "peft": "the PEFT adapter; load it with peft's PeftModel on the base model, or export with --merge for a plain model",
+            "bottleneck": "the bottleneck adapter (bottleneck_adapter.json + .safetensors on top of the base model; tunesmith loads it)"}
+    print(f"Wrote the tokenizer and {done[result['form']]}: {result['out']}")
     return 0
 
 
@@ -159,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--config", help="YAML config (a run folder's config.yaml re-runs it); flags override it")
             p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
             add_config_flags(p)
+        elif name == "compare":
+            p.add_argument("data", nargs="?", help="training file (CSV/TSV/JSON/JSONL/Parquet) or bundled dataset name")
+            p.add_argument("--methods", help="methods to compare, separated by commas (default: all; see `tunesmith methods`)")
+            p.add_argument("--method-options", help="options for single methods, e.g. lora:lr=5e-4,head:lr=1e-3")
+            p.add_argument("--config", help="YAML config with the options every method shares; flags override it")
+            add_config_flags(p)
+            p.epilog = ("--out is the comparison folder (default runs/compare-<data name>); each method's run goes to OUT/<method>. "
+                        "Finished runs there are reused and unfinished ones resumed; --overwrite retrains them all.")
         elif name in ("predict", "eval"):
             p.add_argument("run", help="run folder written by `tunesmith train`")
             if name == "predict":
@@ -169,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument("file", help="labeled file with the training run's column names")
             p.add_argument("--text-column", help="text column of the file (default: the training one)")
             p.add_argument("--json", action="store_true", help="print JSON")
+        elif name == "export":
+            p.add_argument("run", help="run folder written by `tunesmith train`")
+            p.add_argument("--out", required=True, help="new folder to write the model to")
+            p.add_argument("--merge", action="store_true", help="fold a LoRA/DoRA/IA3 adapter into the base weights: a plain Hugging Face model")
     return parser
 
 

@@ -20,14 +20,15 @@ from .assets.resolve import load_pretrained, resolve_model_source
 from .config import RunConfig
 from .data import load_labeled_data
 from .errors import TunesmithError
-from .methods import get_method
-from .methods.groups import count_parameters, parameter_groups, set_trainable
+from .methods import adapt_model, get_method
+from .methods.groups import count_parameters
 from .report.plots import plot_curves
 from .rundir import default_run_dir, prepare_run_dir, read_record, write_record
 from .tasks import get_task
 from .train.checkpoint import atomic_write_text
 from .train.events import ProgressPrinter
 from .train.fit import fit, make_accelerator
+from .train.frozen_cache import TopOfModel, prepare_fit_inputs
 from .train.infer import predict_logits
 
 TASK = "text-classification"
@@ -74,9 +75,7 @@ def run_training(cfg: RunConfig, console) -> tuple[Path, dict]:
     if cfg.output.resume:
         check_same_config(run_dir, cfg)
 
-    model = method.apply(model, cfg.method, parameter_groups(model))
-    groups = parameter_groups(model)
-    set_trainable([(n, p) for n, p in groups.head if "original_module" not in n], True)  # the task head always trains
+    model, groups = adapt_model(model, cfg.method)  # the method decides what trains; the task head always does
     trainable, total = count_parameters(model)
     console.print(f"Model: {cfg.model.model} ({total / 1e6:.1f}M parameters), method {method.name}: {trainable:,} trainable ({100 * trainable / total:.2f}%).")
 
@@ -93,14 +92,21 @@ def run_training(cfg: RunConfig, console) -> tuple[Path, dict]:
     callbacks = [ProgressPrinter(console, cfg.train.metric)]
     if method.callbacks:
         callbacks += method.callbacks(model, cfg.method, groups, cfg.train)
-    result = fit(model, task, train, validation, cfg, run_dir, groups, callbacks, resume_from, pad_id)
+    # frozen bottom layers run in eval mode and, where supported, their outputs are computed once
+    accelerator = make_accelerator(cfg.train)
+    frozen_throughout = 0 if method.callbacks else None  # a schedule that unfreezes groups runs uncached
+    inputs = prepare_fit_inputs(model, task, train, validation, groups, cfg, pad_id, console, accelerator.device,
+                                accelerator.autocast, frozen_throughout, disk_dir=run_dir)
+    result = fit(inputs.model, inputs.task, inputs.train, inputs.validation, cfg, run_dir, groups, callbacks, resume_from, pad_id)
     model, state = result.model, result.state
+    if isinstance(model, TopOfModel):
+        model = model.model  # the real model shares the trained weights; it is what gets scored and saved
 
     # -- score and save -------------------------------------------------------------------
     device = make_accelerator(cfg.train).device
     metrics = {"validation": None, "test": None}
-    if validation is not None:
-        logits, loss = predict_logits(model, task, validation, cfg.train.eval_batch_size, pad_id, device)
+    if validation is not None:  # from the cached features when there are some: the frozen layers need not run again
+        logits, loss = predict_logits(inputs.model, inputs.task, inputs.validation, cfg.train.eval_batch_size, pad_id, device)
         metrics["validation"] = task.score(logits, validation.labels, loss)
     if test is not None:
         started = time.perf_counter()
@@ -113,7 +119,8 @@ def run_training(cfg: RunConfig, console) -> tuple[Path, dict]:
                         "tokens_per_second": round(state.tokens / max(state.train_seconds, 1e-9), 1),
                         "best_step": state.best_step, "stopped": state.stop_reason or "completed",
                         "skipped_batches": state.skipped_batches, "final_grad_accum": state.grad_accum}
-    metrics["parameters"] = {"trainable": trainable, "total": total}
+    # gradual unfreezing trains more weights by the end than at the start
+    metrics["parameters"] = {"trainable": trainable, "total": total, "trainable_at_end": count_parameters(model)[0]}
     metrics["peak_memory_mb"] = round(peak_memory_mb(), 1)
     save_model(model, tokenizer, run_dir, method.adapter)
     plot_curves(state.losses, state.history, cfg.train.metric, run_dir / "curves.png", title=f"{cfg.model.model} / {method.name} on {Path(cfg.data.data).name}")
@@ -131,11 +138,16 @@ def expected_run_bytes(model, cfg) -> int:
     return weights * (2 + 3 * (cfg.train.keep_checkpoints + 1))
 
 
-def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
-    saved = RunConfig.from_yaml(run_dir / "config.yaml").to_dict()
+def config_differences(run_dir: Path, cfg: RunConfig) -> list[str]:
+    """Options (other than where and how fast it runs) in which cfg differs from the run folder's config.yaml."""
+    saved = RunConfig.from_yaml(Path(run_dir) / "config.yaml").to_dict()
     now = cfg.to_dict()
-    ignore = {"resume", "overwrite", "threads", "device"}
-    diffs = [f"{k} ({saved[s][k]!r} -> {now[s][k]!r})" for s in saved for k in saved[s] if k not in ignore and saved[s][k] != now[s][k]]
+    ignore = {"resume", "overwrite", "threads", "device", "cache_frozen"}
+    return [f"{k} ({saved[s][k]!r} -> {now[s][k]!r})" for s in saved for k in saved[s] if k not in ignore and saved[s][k] != now[s][k]]
+
+
+def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
+    diffs = config_differences(run_dir, cfg)
     if diffs:
         raise TunesmithError(f"--resume continues the run as it was configured, but these options differ from its config.yaml: {', '.join(diffs[:5])}; "
                              f"drop them, or start a new run in another --out.")
@@ -157,10 +169,13 @@ def write_predictions(path: Path, table: pd.DataFrame, task, logits) -> None:
 
 
 def save_model(model, tokenizer, run_dir: Path, adapter: bool) -> None:
-    """HF format (safetensors) at the top of the run folder, written beside it then moved in."""
+    """HF format (safetensors) at the top of the run folder, written beside it then moved in;
+    adapter methods save the adapter alone (methods/loading.py)."""
+    from .methods.loading import save_run_model
+
     tmp = run_dir / ".tmp-model"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    save_run_model(model, tmp)
     tokenizer.save_pretrained(tmp)
     for path in tmp.iterdir():
         os.replace(path, run_dir / path.name)

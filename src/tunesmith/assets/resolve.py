@@ -38,8 +38,16 @@ def check_weight_files(source: str, trust_pickle: bool) -> None:
 
 
 def load_pretrained(loader, source: str, model_cfg, **kwargs):
-    """Call loader.from_pretrained with our safety settings, turning failures into one sentence."""
+    """Call loader.from_pretrained with our safety settings, turning failures into one sentence.
+
+    Remote code runs only with --trust-remote-code. Without --trust-pickle only safetensors
+    weights load; with it, transformers reads .bin files with torch.load(weights_only=True)
+    (its default, checked by tests/test_safety.py), so a pickle that holds code is still refused.
+    """
+    import pickle
+
     import transformers
+    from safetensors import SafetensorError
 
     check_weight_files(source, model_cfg.trust_pickle)
     transformers.logging.set_verbosity_error()
@@ -50,6 +58,11 @@ def load_pretrained(loader, source: str, model_cfg, **kwargs):
         options["use_safetensors"] = True
     try:
         return loader.from_pretrained(source, **options)
+    except pickle.UnpicklingError:
+        raise TunesmithError(f"The pickled weights of '{source}' hold more than tensors (possibly code), so they were refused even with "
+                             f"--trust-pickle; get the model as safetensors.") from None
+    except SafetensorError as exc:
+        raise TunesmithError(f"The weights of '{source}' are damaged ({exc}); download or save the model again.") from None
     except (OSError, ValueError, EnvironmentError) as exc:
         text = str(exc)
         if "trust_remote_code" in text:

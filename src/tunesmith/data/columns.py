@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
 import pandas as pd
 
 from ..errors import TunesmithError, did_you_mean
@@ -71,7 +72,7 @@ def infer_label_column(frame: pd.DataFrame, path, text_columns) -> str:
         if column in text_columns:
             continue
         values = frame[column]
-        if values.map(lambda v: isinstance(v, (list, dict))).any():
+        if values.map(is_nested).any():
             continue
         distinct = values.astype(str).nunique()
         if 2 <= distinct <= max(2, min(100, len(frame) // 2)):
@@ -79,6 +80,18 @@ def infer_label_column(frame: pd.DataFrame, path, text_columns) -> str:
     if not candidates:
         raise TunesmithError(f"Could not tell which column of '{path}' holds the labels (columns: {', '.join(map(str, frame.columns))}); name it with --label-column.")
     return min(candidates, key=candidates.get)
+
+
+def is_nested(value) -> bool:
+    """A list, object or array cell (JSON arrays, Parquet list columns): not one text or label."""
+    return isinstance(value, (list, dict, tuple, set, np.ndarray))
+
+
+def is_missing(value) -> bool:
+    """None, NaN, pd.NA, NaT or a blank string."""
+    if isinstance(value, str):
+        return not value.strip()
+    return not is_nested(value) and bool(pd.isna(value))
 
 
 def bad_rows(mask: pd.Series) -> str:
@@ -106,10 +119,10 @@ def clean_text(frame: pd.DataFrame, column: str, path) -> pd.Series:
 def clean_labels(frame: pd.DataFrame, column: str, path) -> pd.Series:
     """Labels as strings ('1.0' from a float column becomes '1'); missing ones name the rows."""
     values = frame[column]
-    missing = values.map(lambda v: v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip()))
+    missing = values.map(is_missing)
     if missing.any():
         raise TunesmithError(f"Column '{column}' of '{path}' has no label on lines {bad_rows(missing)}; label those rows or remove them.")
-    unhashable = values.map(lambda v: isinstance(v, (list, dict)))
+    unhashable = values.map(is_nested)
     if unhashable.any():
         raise TunesmithError(f"Column '{column}' of '{path}' holds lists or objects on lines {bad_rows(unhashable)}; each row needs one label.")
 

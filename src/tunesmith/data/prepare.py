@@ -70,6 +70,8 @@ def load_labeled_data(data_cfg, seed: int) -> LabeledData:
         label_col = infer_label_column(train_raw, path, text_cols)
     if label_col in text_cols:
         raise TunesmithError(f"The text and label columns are both '{label_col}'; name them with --text-column and --label-column.")
+    if pair_col == text_col:
+        raise TunesmithError(f"--text-pair-column names the text column '{text_col}' again; give the second text column, or drop the option.")
 
     columns = (text_col, pair_col, label_col)
     train = tidy(train_raw, columns, path)
@@ -122,5 +124,9 @@ def stratified_split(train: pd.DataFrame, fraction: float, seed: int):
     if n_val >= len(train):
         raise TunesmithError(f"Only {len(train)} training examples: too few to hold out a validation split; add data, pass --validation FILE, or use --val-fraction 0.")
     stratify = train["label"] if counts.min() >= 2 else None
-    rest, held = train_test_split(train, test_size=n_val, stratify=stratify, random_state=seed)
+    try:
+        rest, held = train_test_split(train, test_size=n_val, stratify=stratify, random_state=seed)
+    except ValueError as exc:  # too few rows per class for a stratified split
+        raise TunesmithError(f"Cannot hold out {n_val} of {len(train)} training examples for validation ({exc}); add data, pass --validation FILE, "
+                             f"or use --val-fraction 0.") from None
     return rest.reset_index(drop=True), held.reset_index(drop=True)

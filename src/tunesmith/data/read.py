@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl
            ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip"}
 FORMAT_LIST = "CSV (.csv), TSV (.tsv), JSON (.json), JSON Lines (.jsonl) or Parquet (.parquet)"
+DELIMITERS = (",", ";", "\t", "|")
 MAX_LINE_CHARS = 10_000_000  # one cell or line this long is almost surely a broken file
 
 
@@ -52,12 +54,16 @@ def read_table(path: str | Path, encoding: str | None = None, role: str = "data"
         frame = read_parquet(raw, path)
     else:
         text = decode(raw, path, encoding)
+        if not text.strip():  # a byte-order mark alone, or Unicode spaces
+            raise TunesmithError(f"The {role} file '{path}' is empty; it needs a header and at least one labeled row.")
         if "\x00" in text:
             line = text.count("\n", 0, text.index("\x00")) + 1
-            raise TunesmithError(f"'{path}' holds a NUL byte on line {line}, so it is not a text file; re-export it as UTF-8 {kind.upper()}.")
+            raise TunesmithError(f"'{path}' holds a NUL byte on line {line}, so it is not a UTF-8 text file; re-export it as UTF-8 {kind.upper()} "
+                                 f"(or, if it is UTF-16 without a byte-order mark, pass --encoding utf-16-le).")
         frame = {"csv": read_delimited, "tsv": read_delimited, "json": read_json, "jsonl": read_jsonl}[kind](text, path, kind)
     if len(frame) == 0:
-        raise TunesmithError(f"The {role} file '{path}' has a header but no rows; add labeled examples.")
+        what = "a header but no rows" if kind in ("csv", "tsv") else "no rows"
+        raise TunesmithError(f"The {role} file '{path}' has {what}; add labeled examples.")
     check_columns(list(frame.columns), path)
     return frame
 
@@ -101,23 +107,44 @@ def read_delimited(text: str, path: Path, kind: str) -> pd.DataFrame:
     if longest > MAX_LINE_CHARS:
         raise TunesmithError(f"'{path}' has a line of {longest:,} characters; a row that long is a broken file (an unclosed quote?), so fix or remove it.")
     sep = "\t" if kind == "tsv" else sniff_delimiter(text)
-    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0]), delimiter=sep), [])
-    duplicates = sorted({name for name in header if header.count(name) > 1})
+    check_mixed_delimiters(text, sep, path)
+    try:  # pandas renames a repeated column to 'name.1' silently, so look at the header first
+        header = next(csv.reader(io.StringIO(text, newline=""), delimiter=sep), [])
+    except csv.Error:
+        header = []  # a malformed header line: pandas names the problem below
+    duplicates = sorted({name for name in header if name.strip() and header.count(name) > 1})
     if duplicates:
         raise TunesmithError(f"'{path}' has the column name {', '.join(repr(d) for d in duplicates)} more than once; rename the duplicate columns.")
     try:
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False, engine="c")
-    except (pd.errors.ParserError, csv.Error, ValueError) as exc:
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False, engine="c")
+    except pd.errors.EmptyDataError:  # a ValueError too, so caught first
+        raise TunesmithError(f"'{path}' has no columns; it needs a header line naming the text and label columns.") from None
+    except (pd.errors.ParserError, csv.Error, ValueError, OverflowError) as exc:
         detail = " ".join(str(exc).split())
         raise TunesmithError(f"'{path}' is not a well-formed {kind.upper()} file ({detail}); check the quoting and the number of fields on that line.") from None
-    except pd.errors.EmptyDataError:
-        raise TunesmithError(f"'{path}' has no columns; it needs a header line naming the text and label columns.") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas quietly turns the surplus first fields into an index
+        fields, extra = len(frame.columns) + frame.index.nlevels, "tabs" if sep == "\t" else repr(sep)
+        raise TunesmithError(f"'{path}' has {fields} fields on line 2 but {len(frame.columns)} names in its header; name every column in the "
+                             f"header, or remove the extra {extra} at the ends of the rows.")
+    return frame
+
+
+def check_mixed_delimiters(text: str, sep: str, path: Path) -> None:
+    """A header cut by one delimiter over rows cut by another parses 'fine' into empty columns."""
+    lines = [line for line in itertools.islice(io.StringIO(text, newline=None), 200) if line.strip()]  # CSV's line ends only
+    if len(lines) < 2 or sep not in lines[0] or any(sep in row for row in lines[1:]):
+        return
+    rows = lines[1:]
+    for other in DELIMITERS:
+        if other != sep and all(other in row for row in rows):
+            raise TunesmithError(f"'{path}' mixes delimiters: its header is split by {sep!r} but its rows by {other!r}; "
+                                 f"save it again with one delimiter throughout.")
 
 
 def sniff_delimiter(text: str) -> str:
     """Comma unless the header clearly uses ';', tab or '|' (Excel in many locales writes ';')."""
     header = text.split("\n", 1)[0]
-    counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
+    counts = {sep: header.count(sep) for sep in DELIMITERS}
     best = max(counts, key=counts.get)
     return best if counts[best] > 0 and counts[","] == 0 else ","
 
@@ -129,6 +156,8 @@ def read_json(text: str, path: Path, kind: str) -> pd.DataFrame:
         if text.lstrip().startswith("{") and "\n{" in text.strip():
             raise TunesmithError(f"'{path}' looks like JSON Lines (one object a line); rename it to .jsonl.") from None
         raise TunesmithError(f"'{path}' is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); fix it or save the data as CSV.") from None
+    except (ValueError, RecursionError) as exc:  # a number of thousands of digits, nesting thousands deep
+        raise TunesmithError(f"'{path}' is JSON that cannot be a table ({str(exc).splitlines()[0][:120] or 'nested too deeply'}); save the data as a list of records.") from None
     if isinstance(value, dict):
         lists = [k for k, v in value.items() if isinstance(v, list)]
         if len(lists) == 1 and all(isinstance(r, dict) for r in value[lists[0]]):
@@ -149,6 +178,8 @@ def read_jsonl(text: str, path: Path, kind: str) -> pd.DataFrame:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
             raise TunesmithError(f"'{path}' line {number} is not valid JSON ({exc.msg}); each line must be one object like {{\"text\": ..., \"label\": ...}}.") from None
+        except (ValueError, RecursionError):  # a number of thousands of digits, nesting thousands deep
+            raise TunesmithError(f"'{path}' line {number} is JSON that cannot be a table row; each line must be one object like {{\"text\": ..., \"label\": ...}}.") from None
     return records_to_frame(rows, path, "line")
 
 
@@ -170,10 +201,16 @@ def read_parquet(raw: bytes, path: Path) -> pd.DataFrame:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise TunesmithError(f"'{path}' has the column name {', '.join(repr(d) for d in duplicates)} more than once; rename the duplicate columns.")
-    return table.to_pandas()
+    try:  # plain Python cells, converted here: invalid UTF-8 in a string column fails now, not later
+        return table.to_pandas().astype(object)
+    except Exception as exc:  # pyarrow types pandas cannot hold, damaged strings
+        raise TunesmithError(f"'{path}' has Parquet columns that cannot be read as a table ({type(exc).__name__}); re-export it with plain text and label columns.") from None
 
 
 def check_columns(columns: list, path: Path) -> None:
     blank = [i + 1 for i, c in enumerate(columns) if not str(c).strip() or str(c).startswith("Unnamed: ")]
     if len(blank) == len(columns):
         raise TunesmithError(f"'{path}' has no column names; its first line must be a header naming the text and label columns.")
+    duplicates = sorted({str(c) for c in columns if columns.count(c) > 1})
+    if duplicates:
+        raise TunesmithError(f"'{path}' has the column name {', '.join(repr(d) for d in duplicates)} more than once; rename the duplicate columns.")

@@ -48,4 +48,16 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-from . import full  # noqa: E402,F401  (each import registers a method)
+def adapt_model(model, method_cfg):
+    """Apply the configured method; returns the model and its parameter groups. The task head
+    always trains, except PEFT's frozen `original_module` copy of it (PEFT trains its own copy)."""
+    from .groups import parameter_groups, set_trainable
+
+    model = get_method(method_cfg.method).apply(model, method_cfg, parameter_groups(model))
+    groups = parameter_groups(model)
+    set_trainable([(n, p) for n, p in groups.head if "original_module" not in n], True)
+    return model, groups
+
+
+# each import registers a method; `tunesmith methods` lists them in this order
+from . import full, freeze, head, bitfit, gradual, lora, dora, ia3, adapter  # noqa: E402,F401

@@ -1,20 +1,65 @@
-"""Load the model of a finished run folder: a plain model, or a base model plus a PEFT adapter."""
+"""Save and load the model of a run folder, in one of three forms:
+
+- plain: a whole Hugging Face model (full, freeze, head, bitfit, gradual);
+- peft: a PEFT adapter folder, adapter_config.json + adapter_model.safetensors (lora, dora, ia3);
+- bottleneck: our adapter format, bottleneck_adapter.json + .safetensors (adapter).
+
+Adapter forms hold only what training changed; loading rebuilds the base model from the run's
+base_model and label names, then adds the adapter.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..assets.resolve import load_pretrained, resolve_model_source
+from .adapter import ADAPTER_CONFIG, adapted_sublayers, load_bottleneck_adapter, save_bottleneck_adapter
+from .peft_adapters import quiet_peft
+
+PEFT_CONFIG = "adapter_config.json"
+
+
+def saved_model_kind(run_dir: Path) -> str:
+    """'peft', 'bottleneck' or 'plain', from the files in the folder."""
+    run_dir = Path(run_dir)
+    if (run_dir / PEFT_CONFIG).is_file():
+        return "peft"
+    if (run_dir / ADAPTER_CONFIG).is_file():
+        return "bottleneck"
+    return "plain"
+
+
+def save_run_model(model, folder: Path) -> None:
+    """Safetensors in `folder`: the adapter alone for adapter methods, else the whole model."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.save_pretrained(folder, safe_serialization=True)  # adapter weights + the head (modules_to_save)
+    elif adapted_sublayers(model):
+        save_bottleneck_adapter(model, folder)
+    else:
+        model.save_pretrained(folder, safe_serialization=True)
+
+
+def load_base_model(record: dict, cfg):
+    """The run's base model with a head of the run's labels (its weights come from the adapter)."""
+    from transformers import AutoModelForSequenceClassification
+
+    names = record["label_names"]
+    return load_pretrained(AutoModelForSequenceClassification, resolve_model_source(record["base_model"]), cfg.model,
+                           num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
 
 
 def load_run_model(run_dir: Path, record: dict, cfg):
     from transformers import AutoModelForSequenceClassification
 
     run_dir = Path(run_dir)
-    if not (run_dir / "adapter_config.json").is_file():
+    kind = saved_model_kind(run_dir)
+    if kind == "plain":
         return load_pretrained(AutoModelForSequenceClassification, str(run_dir), cfg.model)
+    base = load_base_model(record, cfg)
+    if kind == "bottleneck":
+        return load_bottleneck_adapter(base, run_dir)
     from peft import PeftModel
 
-    names = record["label_names"]
-    base = load_pretrained(AutoModelForSequenceClassification, resolve_model_source(record["base_model"]), cfg.model,
-                           num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    return PeftModel.from_pretrained(base, str(run_dir))
+    with quiet_peft():
+        return PeftModel.from_pretrained(base, str(run_dir))

@@ -4,6 +4,7 @@ A checkpoint is a folder written under a temporary name, every file fsync'd, the
 place: a crash leaves either the whole checkpoint or none. It holds the trainable weights
 (safetensors), the optimizer and scheduler state (tensors only, read with weights_only=True),
 the random number generator states and the TrainState (data position, early stopping, history).
+The best weights so far are one safetensors file, replaced atomically whenever they improve.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -18,11 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import TunesmithError
 from .events import TrainState
+from .faults import fault_point
 
 CHECKPOINT_PREFIX = "step-"
+BEST_WEIGHTS = "best.safetensors"
 
 
 def fsync_path(path: Path) -> None:
@@ -35,7 +41,11 @@ def fsync_path(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_folder(final: Path):
-    """Yield a temporary folder beside `final`; on success fsync it and rename it to `final`."""
+    """Yield a temporary folder beside `final`; on success fsync it and rename it to `final`.
+
+    A folder that already exists is moved aside first (directories cannot be renamed over);
+    list_checkpoints() puts it back if a crash falls between the two renames.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
@@ -59,13 +69,19 @@ def atomic_folder(final: Path):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write a temporary file, fsync it, rename it over `path`: readers see the old or the new text."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -112,6 +128,7 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, state: TrainState
     rng_tensors, rng_plain = rng_snapshot()
     with atomic_folder(final) as tmp:
         save_file(trainable_state(model), str(tmp / "model.safetensors"))
+        fault_point("checkpoint-write", state.step)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
         save_file(rng_tensors, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps({"state": dataclasses.asdict(state), "rng": rng_plain}))
@@ -119,16 +136,26 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, state: TrainState
 
 
 def save_best_weights(folder: Path, model, state: TrainState) -> None:
-    with atomic_folder(Path(folder) / "best") as tmp:
-        save_file(trainable_state(model), str(tmp / "model.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"step": state.step, "metric": state.best_metric}))
+    """checkpoints/best.safetensors: the weights of the best evaluation, written then renamed in."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / BEST_WEIGHTS
+    tmp = folder / f".tmp-{BEST_WEIGHTS}-{os.getpid()}"
+    try:
+        save_file(trainable_state(model), str(tmp), metadata={"step": str(state.step), "metric": str(state.best_metric)})
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(folder)
 
 
 def load_best_weights(folder: Path, model) -> bool:
-    path = Path(folder) / "best" / "model.safetensors"
+    path = Path(folder) / BEST_WEIGHTS
     if not path.is_file():
         return False
-    load_trainable_state(model, load_file(str(path)))
+    load_trainable_state(model, read_safetensors(path))
     return True
 
 
@@ -137,24 +164,45 @@ def list_checkpoints(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    for aside in folder.glob(f".old-{CHECKPOINT_PREFIX}*"):  # a crash between atomic_folder's renames
+        final = folder / aside.name[len(".old-"):].rsplit("-", 1)[0]
+        if not final.exists():
+            os.replace(aside, final)
     done = [p for p in folder.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "state.json").is_file()]
     return sorted(done, key=lambda p: p.name)
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise TunesmithError(f"The checkpoint file '{path}' is damaged ({exc}); delete its checkpoint folder to resume from the one before.") from None
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
     """Restore weights, optimizer, scheduler and RNG from a checkpoint; returns its TrainState."""
     path = Path(path)
-    load_trainable_state(model, load_file(str(path / "model.safetensors")))
-    saved = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    record = json.loads((path / "state.json").read_text())
-    rng_restore(load_file(str(path / "rng.safetensors")), record["rng"])
-    return TrainState(**record["state"])
+    try:
+        load_trainable_state(model, read_safetensors(path / "model.safetensors"))
+        # our own file, yet still read without unpickling code: tensors and plain values only
+        saved = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        record = json.loads((path / "state.json").read_text())
+        rng_restore(read_safetensors(path / "rng.safetensors"), record["rng"])
+        return TrainState(**record["state"])
+    except TunesmithError:
+        raise
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as exc:
+        raise TunesmithError(f"Cannot resume from the checkpoint '{path}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                             f"it does not fit this run or is damaged: delete it to resume from the one before, or start over with --overwrite.") from None
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:
     for old in list_checkpoints(folder)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in Path(folder).glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in Path(folder).glob(".tmp-*"):  # left by a process killed while writing
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)

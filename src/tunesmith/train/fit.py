@@ -18,6 +18,7 @@ from ..errors import RunInterrupted, TunesmithError
 from ..metrics import is_better
 from . import checkpoint as ckpt
 from .events import Events, LoopContext, TrainState
+from .faults import fault_point, poison_loss
 from .infer import move, predict_logits
 from .optim import build_optimizer, build_scheduler
 
@@ -100,6 +101,7 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
             return
         logits, loss = predict_logits(model, task, validation, tc.eval_batch_size, pad_id, accelerator.device, accelerator.autocast)
         result = task.score(logits, validation.labels, loss)
+        fault_point("evaluate", state.step)
         loop.last_eval = result
         value = result[tc.metric]
         state.history.append({"step": state.step, "epoch": state.step / steps_per_epoch, "val": {k: result[k] for k in ("loss", "accuracy", "macro_f1", "mcc")}})
@@ -122,37 +124,42 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for micro in chunk(indices, state.grad_accum):
+            fault_point("micro-batch", len(micro))
             batch = move(task.collate(train, micro, pad_id), accelerator.device)
             labels = batch.pop("labels")
             with accelerator.autocast():
                 logits = model(**batch).logits
-            loss = task.loss_sum(logits, labels) / len(indices)
+            loss = poison_loss(task.loss_sum(logits, labels) / len(indices), state.step + 1)
             accelerator.backward(loss)
             total += loss.item()
             state.tokens += int(batch["attention_mask"].sum())
-        grads_finite = True
-        if tc.max_grad_norm > 0:
-            norm = accelerator.clip_grad_norm_([p for p in params if p.grad is not None], tc.max_grad_norm)
-            grads_finite = bool(torch.isfinite(norm))
-        if not math.isfinite(total) or not grads_finite:
+        # with clipping off, an infinite max norm still returns the norm (and scales by exactly 1)
+        norm = accelerator.clip_grad_norm_([p for p in params if p.grad is not None], tc.max_grad_norm or math.inf)
+        if not math.isfinite(total) or not bool(torch.isfinite(norm)):
             return None
+        fault_point("step", state.step + 1)
         optimizer.step()
         scheduler.step()
         return total
 
+    model.train()  # from_pretrained returns a model in eval mode: dropout must be on while training
     events.emit("train_start", loop)
     started = time.perf_counter() - state.train_seconds
     with StopRequest() as stop:
         while state.step < total_steps and not state.should_stop:
             events.emit("epoch_start", loop)
-            batches = length_grouped_batches(train.lengths, tc.batch_size, tc.seed, state.epoch)
-            while state.steps_in_epoch < len(batches) and state.step < total_steps and not state.should_stop:
+            epoch = state.epoch  # the inner loop ends with the epoch, so the next one gets its own order
+            batches = length_grouped_batches(train.lengths, tc.batch_size, tc.seed, epoch)
+            while state.epoch == epoch and state.step < total_steps and not state.should_stop:
                 indices = batches[state.steps_in_epoch]
                 try:
                     loss = train_step(indices)
                 except RuntimeError as exc:
-                    if not is_out_of_memory(exc) or len(indices) <= state.grad_accum:
+                    if not is_out_of_memory(exc):
                         raise
+                    if len(indices) <= state.grad_accum:
+                        raise TunesmithError(f"Out of memory at step {state.step + 1} even with one example per micro-batch; lower --max-length "
+                                             f"(now {cfg.model.max_length}), choose a smaller --model or a lighter --method such as lora.") from None
                     # halve the micro-batch, double accumulation: the effective batch is unchanged
                     optimizer.zero_grad(set_to_none=True)
                     if torch.cuda.is_available():
@@ -162,9 +169,12 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
                     continue
                 if loss is None:
                     state.skipped_batches += 1
-                    if tc.on_nan == "stop":
-                        raise TunesmithError(f"The loss or its gradient became NaN/infinite at step {state.step + 1}; lower --lr (now {tc.lr}), "
-                                             f"check the labels, or pass --on-nan skip to skip such batches. The last good checkpoint is kept in {folder}.")
+                    if tc.on_nan == "stop" or state.skipped_batches > max(3, state.step // 10):
+                        kept = ckpt.list_checkpoints(folder)
+                        kept = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint had been written yet"
+                        why = "pass --on-nan skip to skip such batches" if tc.on_nan == "stop" else f"{state.skipped_batches} batches were skipped, too many to be isolated"
+                        raise TunesmithError(f"The loss or its gradient became NaN/infinite at step {state.step + 1} ({kept}); likely causes: too high a "
+                                             f"learning rate (--lr {tc.lr}) or bad labels. Lower --lr and start again with --overwrite, or {why}.")
                 else:
                     loop.last_loss = loss
                     state.losses.append([state.step + 1, round(loss, 5)])

@@ -1,0 +1,64 @@
+"""`tunesmith export RUN --out DIR [--merge]`: a finished run's model as a standalone folder.
+
+Without --merge the folder holds the model as the run saved it (a whole model, or the adapter
+alone) plus the tokenizer. With --merge an adapter is folded into the base weights and the folder
+is a plain Hugging Face model that `AutoModelForSequenceClassification.from_pretrained` and
+`pipeline("text-classification", ...)` load with no PEFT and no tunesmith. LoRA, DoRA and IA3 are
+linear in the weights they adapt, so they merge exactly; bottleneck adapters add a nonlinear block
+and cannot be folded into the base weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig
+from .errors import TunesmithError
+from .job import finished_record
+from .methods.loading import load_run_model, save_run_model, saved_model_kind
+from .train.checkpoint import atomic_folder
+
+MERGE_TOLERANCE = 1e-4
+PROBE_TEXTS = ["a warm, funny and moving film", "the plot was dull and the acting flat", "an ordinary movie, neither good nor bad"]
+
+
+def logits_of(model, batch: dict) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(**batch).logits.float()
+
+
+def merge_adapter(model, probe_batch: dict):
+    """The PEFT model's adapter folded into its base weights; checked to give the same logits on probe_batch."""
+    model.eval()
+    expected = logits_of(model, probe_batch)
+    merged = model.merge_and_unload()
+    difference = float((logits_of(merged, probe_batch) - expected).abs().max())
+    if difference > MERGE_TOLERANCE:
+        raise TunesmithError(f"Merging the adapter changed the model's outputs by up to {difference:.2g} (more than {MERGE_TOLERANCE}); "
+                             f"export it without --merge and load it with PEFT instead.")
+    return merged
+
+
+def export_run(run_dir, out, merge: bool = False) -> dict:
+    """Write the run's model to `out`; returns {'out', 'form'}, form being 'plain', 'peft' or 'bottleneck'."""
+    from transformers import AutoTokenizer
+
+    run_dir, out = Path(run_dir), Path(out)
+    record = finished_record(run_dir)
+    kind = saved_model_kind(run_dir)
+    if merge and kind == "bottleneck":
+        raise TunesmithError(f"The run in '{run_dir}' uses bottleneck adapters (--method adapter), which add a nonlinear block after each "
+                             f"sublayer and cannot be merged into the base weights; export it without --merge, or train with lora, dora or ia3 to get a mergeable adapter.")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TunesmithError(f"--out '{out}' already exists and is not empty; choose a new folder to export to.")
+    cfg = RunConfig.from_yaml(run_dir / "config.yaml")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    model = load_run_model(run_dir, record, cfg).eval()
+    if merge and kind == "peft":
+        probe = tokenizer(PROBE_TEXTS, padding=True, return_tensors="pt")
+        model, kind = merge_adapter(model, dict(probe)), "plain"
+    with atomic_folder(out) as tmp:
+        save_run_model(model, tmp)
+        tokenizer.save_pretrained(tmp)
+    return {"out": out, "form": kind}

@@ -1,0 +1,12 @@
+"""Linear probe: the base model is frozen and only the task head (pooler and classifier) trains."""
+from __future__ import annotations
+
+from . import register_method
+from .groups import set_trainable
+
+
+@register_method("head", "train only the task head on top of the frozen base model (linear probe)")
+def apply(model, cfg, groups):
+    model.requires_grad_(False)
+    set_trainable(groups.head, True)
+    return model

@@ -1,0 +1,314 @@
+"""Frozen bottom layers as a fixed feature extractor: eval mode, and outputs computed once.
+
+When the embeddings and the bottom N transformer layers are frozen (methods `freeze` and `head`),
+they are a fixed function of the input. Two things follow, both implemented here once:
+
+1. They run in eval mode (no dropout) while the rest trains, whoever calls model.train(): a
+   forward pre-hook sets the modes before every forward, so this holds on the cached and the
+   uncached path alike (and follows gradual unfreezing as groups thaw).
+2. Their outputs do not change between epochs, so `prepare_fit_inputs` computes them once for the
+   training and validation examples (in memory, or in an unlinked memory-mapped file when large)
+   and hands fit() a `TopOfModel` that runs only the remaining layers, pooler and classifier of
+   the real model from those hidden states. The real model shares every parameter with it and is
+   what gets saved; checkpoints carry the real model's parameter names, so a run can resume with
+   the cache on or off.
+
+Supported: BERT-family sequence classifiers (BERT/MiniLM, RoBERTa, XLM-R, CamemBERT, ELECTRA).
+Other architectures train uncached, with one line saying so.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.batching import length_sorted_batches
+from .infer import move
+
+# model_type -> how its sequence-classification head reads the last hidden states
+HEAD_STYLE = {"bert": "pooler", "roberta": "first_token", "xlm-roberta": "first_token", "camembert": "first_token", "electra": "first_token"}
+
+
+# -- which groups are frozen, and keeping them in eval mode -----------------------------------
+
+def frozen_prefix_length(groups) -> int:
+    """How many groups, bottom up (embeddings, layer.0, layer.1, ...), have no trainable weight.
+
+    Only a prefix that spans the embeddings and at least one transformer layer counts as a
+    feature extractor: with the embeddings alone frozen (LoRA, IA3, ...) nothing is returned, so
+    those methods keep the usual dropout everywhere.
+    """
+    length = 0
+    for _, params in groups.ordered()[:-1]:  # the head always trains
+        if not params or any(p.requires_grad for _, p in params):
+            break
+        length += 1
+    return length if length >= 2 else 0
+
+
+def owning_module(model: nn.Module, params) -> nn.Module | None:
+    """The smallest submodule holding exactly these parameters ('bert.encoder.layer.3'), or None."""
+    if not params:
+        return None
+    common = os.path.commonprefix([name.split(".")[:-1] for name, _ in params])
+    try:
+        module = model.get_submodule(".".join(common))
+    except AttributeError:
+        return None
+    return module if {id(p) for p in module.parameters()} == {id(p) for _, p in params} else None
+
+
+class FrozenPrefixInEvalMode:
+    """Forward pre-hook: the frozen prefix runs in eval mode, every other group in the model's mode."""
+
+    def __init__(self, real_model: nn.Module, groups):
+        self.groups = groups
+        self.modules = [owning_module(real_model, params) for _, params in groups.ordered()[:-1]]
+
+    def __call__(self, model: nn.Module, args) -> None:
+        frozen = frozen_prefix_length(self.groups)
+        for depth, module in enumerate(self.modules):
+            wanted = model.training and depth >= frozen
+            if module is not None and module.training != wanted:
+                module.train(wanted)
+
+
+# -- the parts of a BERT-family classifier ---------------------------------------------------
+
+@dataclass
+class EncoderParts:
+    model: nn.Module          # the whole ...ForSequenceClassification
+    embeddings: nn.Module
+    project: nn.Module | None  # ELECTRA's embeddings_project when embedding and hidden sizes differ
+    layers: nn.ModuleList
+    head_style: str
+
+    def attention_mask(self, hidden: torch.Tensor, mask: torch.Tensor):
+        """The mask format the model's own layers expect (it depends on the attention implementation)."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden, attention_mask=mask)
+
+    def bottom(self, batch: dict, num_layers: int) -> torch.Tensor:
+        """Embeddings then the bottom `num_layers` layers, as the model's forward runs them."""
+        hidden = self.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
+        if self.project is not None:
+            hidden = self.project(hidden)
+        return self.layers_from(hidden, batch["attention_mask"], 0, num_layers)
+
+    def layers_from(self, hidden: torch.Tensor, mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        if stop > start:
+            extended = self.attention_mask(hidden, mask)
+            for layer in self.layers[start:stop]:
+                hidden = layer(hidden, extended)
+        return hidden
+
+    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.head_style == "pooler":  # BERT: tanh pooler on [CLS], dropout, linear
+            return self.model.classifier(self.model.dropout(self.model.base_model.pooler(hidden)))
+        return self.model.classifier(hidden)  # RoBERTa/ELECTRA heads take [:, 0] themselves
+
+
+def encoder_parts(model: nn.Module) -> EncoderParts | None:
+    """The embeddings, layers and head of a supported classifier, or None for other architectures."""
+    from transformers import PreTrainedModel
+
+    config = getattr(model, "config", None)
+    style = HEAD_STYLE.get(getattr(config, "model_type", None))
+    if style is None or not isinstance(model, PreTrainedModel) or config.is_decoder or getattr(config, "add_cross_attention", False):
+        return None
+    base = model.base_model
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if (base is model or not type(model).__name__.endswith("ForSequenceClassification") or not hasattr(base, "embeddings")
+            or not isinstance(layers, nn.ModuleList) or not hasattr(model, "classifier")):
+        return None
+    if style == "pooler" and (getattr(base, "pooler", None) is None or not hasattr(model, "dropout")):
+        return None
+    return EncoderParts(model, base.embeddings, getattr(base, "embeddings_project", None), layers, style)
+
+
+# -- the cache --------------------------------------------------------------------------------
+
+@dataclass
+class CachedFeatures:
+    """Hidden states after the frozen layers: example i's rows are states[offsets[i]:offsets[i + 1]].
+
+    `lengths` stay the token counts of the text, so batching (length grouping) and token counts
+    are exactly those of the uncached run. With every layer frozen only the first token is kept:
+    the heads read nothing else.
+    """
+
+    states: torch.Tensor | np.ndarray  # (total rows, hidden) float32; np.memmap when on disk
+    offsets: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray | None
+    first_token_only: bool
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def rows(self, i: int) -> torch.Tensor:
+        block = self.states[self.offsets[i]:self.offsets[i + 1]]
+        return torch.from_numpy(np.ascontiguousarray(block)) if isinstance(block, np.ndarray) else block
+
+    def collate(self, indices: list[int]) -> dict:
+        counts = self.offsets[np.asarray(indices) + 1] - self.offsets[indices]
+        hidden = torch.zeros(len(indices), int(counts.max()), self.states.shape[1])
+        for row, i in enumerate(indices):
+            hidden[row, :counts[row]] = self.rows(i)
+        lengths = torch.as_tensor(self.lengths[indices])
+        mask = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).long()
+        batch = {"hidden_states": hidden, "attention_mask": mask}
+        if self.labels is not None:
+            batch["labels"] = torch.as_tensor(self.labels[indices])
+        return batch
+
+
+class CachedFeaturesTask:
+    """The real task, with batches read from cached hidden states (loss, metrics, decoding unchanged)."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def collate(self, features: CachedFeatures, indices: list[int], pad_id: int) -> dict:
+        return features.collate(indices)
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+
+def in_memory_limit_bytes() -> int:
+    """Caches up to an eighth of the machine's memory stay in RAM; larger ones go to disk."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8
+    except (ValueError, OSError, AttributeError):
+        return 2 << 30
+
+
+def allocate(rows: int, width: int, disk_dir: Path, memory_limit: int):
+    """A (rows, width) float32 array: a tensor in memory, or a memory-mapped file when above the limit."""
+    if rows * width * 4 <= memory_limit:
+        return torch.empty(rows, width, dtype=torch.float32)
+    # unlinked at once: the mapping lives until the process ends, and a crash leaves no file behind
+    fd, path = tempfile.mkstemp(prefix=".frozen-cache-", suffix=".f32", dir=disk_dir)
+    os.close(fd)
+    states = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, width))
+    try:
+        os.unlink(path)
+    except OSError:  # Windows cannot delete a mapped file; it stays until the run folder is removed
+        pass
+    return states
+
+
+@torch.no_grad()
+def cache_hidden_states(parts: EncoderParts, task, features, num_layers: int, batch_size: int, pad_id: int, device,
+                        autocast=None, disk_dir: Path | None = None, memory_limit: int | None = None) -> CachedFeatures:
+    """Run the embeddings and the bottom `num_layers` layers once over every example."""
+    first_token_only = num_layers == len(parts.layers)
+    rows = np.ones(len(features), dtype=np.int64) if first_token_only else np.asarray(features.lengths, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(rows)])
+    width = parts.model.config.hidden_size
+    limit = in_memory_limit_bytes() if memory_limit is None else memory_limit
+    states = allocate(int(offsets[-1]), width, Path(disk_dir or tempfile.gettempdir()), limit)
+    was_training = parts.model.training
+    parts.model.eval()
+    for indices in length_sorted_batches(features.lengths, batch_size):
+        batch = move(task.collate(features, indices, pad_id), device)
+        with autocast() if autocast else torch.autocast("cpu", enabled=False):
+            hidden = parts.bottom(batch, num_layers).float().cpu()
+        for row, i in enumerate(indices):
+            block = hidden[row, :rows[i]]
+            if isinstance(states, np.ndarray):
+                states[offsets[i]:offsets[i + 1]] = block.numpy()
+            else:
+                states[offsets[i]:offsets[i + 1]] = block
+    parts.model.train(was_training)
+    return CachedFeatures(states, offsets, np.asarray(features.lengths), features.labels, first_token_only)
+
+
+class TopOfModel(nn.Module):
+    """The real model above its cached frozen layers: layers start.., pooler and classifier.
+
+    It takes {'hidden_states', 'attention_mask'} from CachedFeatures and returns an object with
+    `.logits`, as the real model does. The real model is a submodule (so .to() moves it whole) and
+    `named_parameters` gives its names unprefixed, so checkpoints match an uncached run's.
+    """
+
+    def __init__(self, parts: EncoderParts, start: int):
+        super().__init__()
+        self.model = parts.model
+        self.parts, self.start = parts, start
+        owned = {id(p) for p in parts.embeddings.parameters()} | {id(p) for layer in parts.layers[:start] for p in layer.parameters()}
+        self.cached_parameters = [p for p in parts.model.parameters() if id(p) in owned]
+        self.train(parts.model.training)  # a new Module starts in training mode; take the real model's
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        return self.model.named_parameters(prefix, recurse, remove_duplicate)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **unused):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        # a cached layer may be thawed after the last step (gradual), but it must not train
+        if self.training and any(p.requires_grad for p in self.cached_parameters):
+            raise RuntimeError("a layer whose outputs were cached was unfrozen during training; train with --cache-frozen off")
+        hidden = self.parts.layers_from(hidden_states, attention_mask, self.start, len(self.parts.layers))
+        return SequenceClassifierOutput(logits=self.parts.classify(hidden))
+
+
+# -- wiring: what fit() gets ------------------------------------------------------------------
+
+@dataclass
+class FitInputs:
+    """The model, task and features fit() trains on: the real ones, or their cached stand-ins."""
+
+    model: nn.Module
+    task: object
+    train: object
+    validation: object
+    cached: bool = False
+
+
+def prepare_fit_inputs(model, task, train, validation, groups, cfg, pad_id: int, console, device, autocast=None,
+                       frozen_throughout: int | None = None, disk_dir: Path | None = None) -> FitInputs:
+    """Cache the frozen layers' outputs when that is possible, and keep frozen layers in eval mode.
+
+    `frozen_throughout` is how many bottom groups stay frozen for the whole run (a method whose
+    callbacks unfreeze groups must say; by default the groups frozen now stay frozen).
+    """
+    depth = frozen_prefix_length(groups) if frozen_throughout is None else min(frozen_throughout, frozen_prefix_length(groups))
+    inputs = FitInputs(model, task, train, validation)
+    parts = encoder_parts(model) if depth >= 2 and cfg.train.cache_frozen == "auto" else None
+    if depth >= 2 and cfg.train.cache_frozen == "auto" and parts is None:
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        console.print(f"Frozen layers: outputs are not cached for {kind} models (BERT-family only); they run every step.")
+    if parts is not None:
+        layers = depth - 1  # the embeddings are group 0
+        started = time.perf_counter()
+        model.to(device)
+        budget = in_memory_limit_bytes()  # shared by the training and validation caches
+
+        def cache(features):
+            nonlocal budget
+            if features is None:
+                return None
+            cached = cache_hidden_states(parts, task, features, layers, cfg.train.eval_batch_size, pad_id, device, autocast, disk_dir, budget)
+            if isinstance(cached.states, torch.Tensor):
+                budget -= cached.states.numel() * 4
+            return cached
+
+        inputs = FitInputs(TopOfModel(parts, layers), CachedFeaturesTask(task), cache(train), cache(validation), cached=True)
+        size = sum(f.states.shape[0] * f.states.shape[1] * 4 for f in (inputs.train, inputs.validation) if f is not None)
+        where = "in memory" if isinstance(inputs.train.states, torch.Tensor) else "on disk"
+        examples = len(train) + (len(validation) if validation is not None else 0)
+        top = len(parts.layers) - 1
+        rest = "the head" if layers > top else f"layer {top} and the head" if layers == top else f"layers {layers}-{top} and the head"
+        console.print(f"Frozen layers: embeddings + {layers} layer{'s' * (layers > 1)} computed once for {examples:,} examples "
+                      f"({time.perf_counter() - started:.1f} s, {size / 2**20:,.0f} MB {where}); training runs {rest}.")
+    inputs.model.register_forward_pre_hook(FrozenPrefixInEvalMode(model, groups))
+    return inputs
