@@ -87,7 +87,7 @@ def test_trusted_pickle_loads_with_weights_only(tmp_path, tiny_model, monkeypatc
 def test_trusted_pickle_that_holds_code_is_still_refused(tmp_path, tiny_model, monkeypatch):
     folder = make_pickle_only_model(tiny_model, tmp_path / "hostile")
     with open(folder / "pytorch_model.bin", "wb") as fh:
-        pickle.dump({"weight": RunsCode()}, fh)
+        pickle.dump({"weight": RunsCode()}, fh, protocol=2)
     monkeypatch.chdir(tmp_path)
     from transformers import AutoModelForSequenceClassification
 

@@ -84,6 +84,9 @@ def print_summary(out, run_dir, metrics: dict) -> None:
     out.print(f"Trained {t['steps']} steps ({t['epochs']} epochs) in {t['seconds']:.1f} s, {t['tokens_per_second']:,.0f} tokens/s; "
               f"{metrics['parameters']['trainable']:,} of {metrics['parameters']['total']:,} parameters trained; "
               f"peak memory {metrics['peak_memory_mb']:,.0f} MB; whole job {metrics['job_seconds']:.1f} s.")
+    if t.get("flop_utilisation") is not None:
+        out.print(f"Throughput: {t['achieved_gflops']:,.1f} model GFLOP/s ({t['flops_per_token'] / 1e6:,.1f} MFLOP a token), "
+                  f"{t['flop_utilisation']:.0%} of the {t['matmul_gflops']:,.0f} GFLOP/s this machine's matmul reached just now.")
     out.print(f"Model, metrics.json, curves.png and test_predictions.csv are in {run_dir}. Try: tunesmith predict {run_dir} \"some text\"")
 
 

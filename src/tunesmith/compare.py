@@ -173,6 +173,11 @@ def compare(base: RunConfig, methods: list[str], method_options: dict[str, dict]
     return comparison
 
 
+def train_seconds(metrics: dict) -> float:
+    """The training loop plus computing the frozen layers' outputs, when they were cached."""
+    return round(metrics["train"]["seconds"] + metrics["train"].get("frozen_cache_seconds", 0.0), 2)
+
+
 def trainable_count(metrics: dict) -> int:
     """Trainable parameters; gradual unfreezing reports how many train by the end."""
     params = metrics["parameters"]
@@ -188,7 +193,7 @@ def table_rows(comparison: Comparison) -> list[dict]:
         rows.append({"method": r.method, "status": r.status,
                      "trainable_params": trainable_count(m) if m else None,
                      "total_params": m["parameters"]["total"] if m else None,
-                     "train_seconds": m["train"]["seconds"] if m else None,
+                     "train_seconds": train_seconds(m) if m else None,
                      "peak_memory_mb": m.get("peak_memory_mb"),
                      f"val_{metric}": split("validation"), f"test_{metric}": split("test"),
                      "run_dir": str(r.run_dir), "message": r.message})
@@ -220,8 +225,9 @@ HEADERS = {"method": "method", "status": "status", "trainable_params": "trainabl
            "train_seconds": "train s", "peak_memory_mb": "peak MB"}
 
 
-def header(key: str) -> str:
-    return HEADERS.get(key) or key.replace("val_", "val ").replace("test_", "test ")
+def header(key: str, sep: str = " ") -> str:
+    """Column titles; the terminal table puts the metric's name on a second line to stay narrow."""
+    return HEADERS.get(key) or key.replace("val_", f"val{sep}").replace("test_", f"test{sep}")
 
 
 def shown_columns(rows: list[dict]) -> list[str]:
@@ -229,11 +235,12 @@ def shown_columns(rows: list[dict]) -> list[str]:
 
 
 def print_table(rows: list[dict], console, title: str) -> None:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     for key in shown_columns(rows):
-        table.add_column(header(key), justify="left" if key in ("method", "status") else "right")
+        table.add_column(header(key, sep="\n"), justify="left" if key in ("method", "status") else "right")
     for row in rows:
         table.add_row(*(cell(k, row[k]) for k in shown_columns(rows)), style="red" if row["status"] == "failed" else None)
     console.print(table)
@@ -254,7 +261,7 @@ def write_markdown(rows: list[dict], base: RunConfig, method_options: dict, path
              f"Base model {base.model.model}; every method on the same split and seed ({base.train.seed}); "
              f"{base.train.epochs:g} epochs, batch size {base.train.batch_size}, lr {base.train.lr:g}"
              + (f"; per method: {overrides}." if overrides else "."),
-             "Train time is the training loop alone; peak memory is the training process's (RSS on CPU, allocated on GPU).", "",
+             "Train time is the training loop plus computing cached frozen-layer outputs (not loading or the final scoring); peak memory is the training process's (RSS on CPU, allocated on GPU).", "",
              "| " + " | ".join(header(k) for k in keys) + " |",
              "|" + "|".join("---" if k in ("method", "status") else "---:" for k in keys) + "|"]
     lines += ["| " + " | ".join(cell(k, row[k]) for k in keys) + " |" for row in rows]
@@ -274,14 +281,16 @@ def plot_comparison(comparison: Comparison, path: Path, title: str = "") -> None
     done = [r for r in comparison.results if r.ok]
     use_test = any((r.metrics or {}).get("test") for r in done)
     split = "test" if use_test else "validation"
-    points = [(r.method, r.metrics["train"]["seconds"], r.metrics[split][comparison.metric], trainable_count(r.metrics))
+    points = [(r.method, train_seconds(r.metrics), r.metrics[split][comparison.metric], trainable_count(r.metrics))
               for r in done if (r.metrics.get(split) or {}).get(comparison.metric) is not None]
     fig, ax = plt.subplots(figsize=(7.5, 5))
     if points:
         largest = max(p[3] for p in points) or 1
         for name, seconds, value, trainable in points:
-            ax.scatter(seconds, value, s=30 + 1200 * trainable / largest, alpha=0.55, edgecolors="black", linewidths=0.6)
-            ax.annotate(f"{name}\n{compact_count(trainable)} trained", (seconds, value), textcoords="offset points", xytext=(8, 6), fontsize=8)
+            area = 30 + 1200 * trainable / largest  # points^2
+            ax.scatter(seconds, value, s=area, alpha=0.55, edgecolors="black", linewidths=0.6)
+            ax.annotate(f"{name}\n{compact_count(trainable)} trained", (seconds, value), textcoords="offset points",
+                        xytext=((area / 3.14) ** 0.5 + 4, 0), va="center", fontsize=8)
         times = [p[1] for p in points if p[1] > 0]
         if times and max(times) / min(times) > 20:
             ax.set_xscale("log")

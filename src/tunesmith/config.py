@@ -57,6 +57,8 @@ class MethodConfig:
     adapter_placement: str = option("pfeiffer", "adapter: 'houlsby' (after attention and feed-forward) or 'pfeiffer' (after feed-forward only)", choices=["houlsby", "pfeiffer"])
     unfreeze_every: int | None = option(None, "gradual: steps between unfreezing one more layer group (default: one each epoch)", min=1)
     layer_lr_decay: float | None = option(None, "discriminative learning rates: each layer group down gets lr x this factor (e.g. 0.8)", min=0.01, max=1.0)
+    freeze_word_embeddings: bool = option(False, "keep the token-embedding matrix fixed (half of MiniLM's weights): a faster step and smaller checkpoints, "
+                                                 "usually at the same accuracy (see bench/README.md)")
 
 
 @dataclass

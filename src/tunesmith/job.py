@@ -22,6 +22,7 @@ from .data import load_labeled_data
 from .errors import TunesmithError
 from .methods import adapt_model, get_method
 from .methods.groups import count_parameters
+from .perf import compute_dtype, freeze_word_embeddings, measure_matmul_rate, throughput, training_flops_per_token
 from .report.plots import plot_curves
 from .rundir import default_run_dir, prepare_run_dir, read_record, write_record
 from .tasks import get_task
@@ -76,6 +77,8 @@ def run_training(cfg: RunConfig, console) -> tuple[Path, dict]:
         check_same_config(run_dir, cfg)
 
     model, groups = adapt_model(model, cfg.method)  # the method decides what trains; the task head always does
+    if cfg.method.freeze_word_embeddings:
+        freeze_word_embeddings(model)
     trainable, total = count_parameters(model)
     console.print(f"Model: {cfg.model.model} ({total / 1e6:.1f}M parameters), method {method.name}: {trainable:,} trainable ({100 * trainable / total:.2f}%).")
 
@@ -83,7 +86,7 @@ def run_training(cfg: RunConfig, console) -> tuple[Path, dict]:
               "label_names": data.label_names, "text_column": data.text_column, "label_column": data.label_column,
               "text_pair_column": data.text_pair_column, "sources": data.sources}
     write_record(run_dir, record)
-    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    atomic_write_text(run_dir / "config.yaml", rerunnable_config(cfg).to_yaml())
 
     # -- train ----------------------------------------------------------------------------
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -105,7 +108,9 @@ def run_training(cfg: RunConfig, console) -> tuple[Path, dict]:
     # -- score and save -------------------------------------------------------------------
     device = make_accelerator(cfg.train).device
     metrics = {"validation": None, "test": None}
-    if validation is not None:  # from the cached features when there are some: the frozen layers need not run again
+    if result.best_scores is not None:  # the last validation pass scored these very weights
+        metrics["validation"] = result.best_scores
+    elif validation is not None:  # from the cached features when there are some: the frozen layers need not run again
         logits, loss = predict_logits(inputs.model, inputs.task, inputs.validation, cfg.train.eval_batch_size, pad_id, device)
         metrics["validation"] = task.score(logits, validation.labels, loss)
     if test is not None:
@@ -115,10 +120,14 @@ def run_training(cfg: RunConfig, console) -> tuple[Path, dict]:
         metrics["test"]["seconds"] = round(time.perf_counter() - started, 3)
         write_predictions(run_dir / "test_predictions.csv", data.test, task, logits)
     metrics["train"] = {"examples": len(train), "steps": state.step, "epochs": round(state.step / state.steps_per_epoch, 3),
-                        "seconds": round(state.train_seconds, 2), "tokens": state.tokens,
+                        "seconds": round(state.train_seconds, 2), "frozen_cache_seconds": round(inputs.cache_seconds, 2), "tokens": state.tokens,
                         "tokens_per_second": round(state.tokens / max(state.train_seconds, 1e-9), 1),
                         "best_step": state.best_step, "stopped": state.stop_reason or "completed",
                         "skipped_batches": state.skipped_batches, "final_grad_accum": state.grad_accum}
+    # model FLOPs per token (cached frozen layers ran once, not per step) over the measured matmul rate
+    flops = training_flops_per_token(model, groups, frozen_forward=not inputs.cached)["total"]
+    rate = measure_matmul_rate(device.type, compute_dtype(device, accelerator.mixed_precision))
+    metrics["train"].update(throughput(state.tokens, state.train_seconds, flops, rate))
     # gradual unfreezing trains more weights by the end than at the start
     metrics["parameters"] = {"trainable": trainable, "total": total, "trainable_at_end": count_parameters(model)[0]}
     metrics["peak_memory_mb"] = round(peak_memory_mb(), 1)
@@ -142,8 +151,17 @@ def config_differences(run_dir: Path, cfg: RunConfig) -> list[str]:
     """Options (other than where and how fast it runs) in which cfg differs from the run folder's config.yaml."""
     saved = RunConfig.from_yaml(Path(run_dir) / "config.yaml").to_dict()
     now = cfg.to_dict()
-    ignore = {"resume", "overwrite", "threads", "device", "cache_frozen"}
+    ignore = {"resume", "overwrite", "out", "threads", "device", "cache_frozen"}
     return [f"{k} ({saved[s][k]!r} -> {now[s][k]!r})" for s in saved for k in saved[s] if k not in ignore and saved[s][k] != now[s][k]]
+
+
+def rerunnable_config(cfg: RunConfig) -> RunConfig:
+    """The config as saved in the run folder: `--config` on it starts the same run afresh."""
+    import copy
+
+    saved = copy.deepcopy(cfg)
+    saved.output.resume = saved.output.overwrite = False
+    return saved
 
 
 def check_same_config(run_dir: Path, cfg: RunConfig) -> None:

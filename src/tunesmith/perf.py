@@ -59,8 +59,11 @@ def linear_weights(model: nn.Module) -> list[torch.nn.Parameter]:
     return weights
 
 
-def training_flops_per_token(model: nn.Module, groups=None) -> dict[str, float]:
-    """Nominal matmul FLOPs per token of one training step, split as in the module docstring."""
+def training_flops_per_token(model: nn.Module, groups=None, frozen_forward: bool = True) -> dict[str, float]:
+    """Nominal matmul FLOPs per token of one training step, split as in the module docstring.
+
+    frozen_forward=False leaves out the forward of the frozen bottom layers (their outputs were
+    computed once and cached, train/frozen_cache.py)."""
     from .methods.groups import parameter_groups
 
     groups = groups or parameter_groups(model)
@@ -69,8 +72,10 @@ def training_flops_per_token(model: nn.Module, groups=None) -> dict[str, float]:
     lowest = min(trainable_depths) if trainable_depths else len(depth_of) + 1
     forward = path = trainable = 0
     for weight in linear_weights(model):
-        forward += weight.numel()
-        if depth_of.get(id(weight), lowest) >= lowest:
+        on_path = depth_of.get(id(weight), lowest) >= lowest
+        if on_path or frozen_forward:
+            forward += weight.numel()
+        if on_path:
             path += weight.numel()
         if weight.requires_grad:
             trainable += weight.numel()
@@ -82,9 +87,12 @@ def throughput(tokens: int, seconds: float, flops_per_token: float, matmul_rate:
     """tokens/s, achieved model FLOP/s and its fraction of the measured matmul rate."""
     seconds = max(seconds, 1e-9)
     achieved = tokens * flops_per_token / seconds
+    def significant(x: float) -> float:
+        return float(f"{x:.4g}")
+
     return {"tokens_per_second": round(tokens / seconds, 1), "flops_per_token": round(flops_per_token),
-            "achieved_gflops": round(achieved / 1e9, 2), "matmul_gflops": round(matmul_rate / 1e9, 2),
-            "flop_utilisation": round(achieved / matmul_rate, 4) if matmul_rate else None}
+            "achieved_gflops": significant(achieved / 1e9), "matmul_gflops": significant(matmul_rate / 1e9),
+            "flop_utilisation": significant(achieved / matmul_rate) if matmul_rate else None}
 
 
 # -- speed options ----------------------------------------------------------------------------

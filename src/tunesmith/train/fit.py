@@ -19,6 +19,7 @@ from ..metrics import is_better
 from . import checkpoint as ckpt
 from .events import Events, LoopContext, TrainState
 from .faults import fault_point, poison_loss
+from .first_token import first_token_forward
 from .infer import move, predict_logits
 from .optim import build_optimizer, build_scheduler
 
@@ -28,6 +29,7 @@ class FitResult:
     model: torch.nn.Module
     state: TrainState
     best_eval: dict | None
+    best_scores: dict | None = None  # every metric of the validation pass that picked the returned weights
 
 
 def make_accelerator(train_cfg):
@@ -94,9 +96,13 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
     events = Events(callbacks)
     eval_points = {round(steps_per_epoch * k / tc.evals_per_epoch) for k in range(1, tc.evals_per_epoch + 1)}
     params = list(model.parameters())
+    # BERT-family classifiers: the last layer for [CLS] only, the one position the head reads (exact, ~13% less work)
+    forward = (first_token_forward(model, groups) if accelerator.num_processes == 1 else None) or model
+    best_scores = None  # every metric of the best validation pass so far
 
     def evaluate() -> None:
         """Validation pass, early-stopping bookkeeping, best weights to disk."""
+        nonlocal best_scores
         if validation is None:
             return
         logits, loss = predict_logits(model, task, validation, tc.eval_batch_size, pad_id, accelerator.device, accelerator.autocast)
@@ -107,6 +113,7 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
         state.history.append({"step": state.step, "epoch": state.step / steps_per_epoch, "val": {k: result[k] for k in ("loss", "accuracy", "macro_f1", "mcc")}})
         if is_better(tc.metric, value, state.best_metric):
             state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+            best_scores = result
             ckpt.save_best_weights(folder, model, state)
         else:
             state.bad_evals += 1
@@ -122,20 +129,21 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
         """Forward and backward over micro-batches; the loss is summed then divided by the
         examples in the whole step, so gradient accumulation gives the same update as one batch."""
         optimizer.zero_grad(set_to_none=True)
-        total = 0.0
+        total = torch.zeros((), device=accelerator.device)  # summed on the device: no host sync per micro-batch
         for micro in chunk(indices, state.grad_accum):
             fault_point("micro-batch", len(micro))
             batch = move(task.collate(train, micro, pad_id), accelerator.device)
             labels = batch.pop("labels")
             with accelerator.autocast():
-                logits = model(**batch).logits
+                logits = forward(**batch).logits
             loss = poison_loss(task.loss_sum(logits, labels) / len(indices), state.step + 1)
             accelerator.backward(loss)
-            total += loss.item()
-            state.tokens += int(batch["attention_mask"].sum())
+            total += loss.detach().float()
+            state.tokens += int(train.lengths[micro].sum())
         # with clipping off, an infinite max norm still returns the norm (and scales by exactly 1)
         norm = accelerator.clip_grad_norm_([p for p in params if p.grad is not None], tc.max_grad_norm or math.inf)
-        if not math.isfinite(total) or not bool(torch.isfinite(norm)):
+        total, norm = torch.stack([total, norm.float().to(total.device)]).tolist()  # the step's one host sync
+        if not math.isfinite(total) or not math.isfinite(norm):
             return None
         fault_point("step", state.step + 1)
         optimizer.step()
@@ -198,4 +206,4 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
         ckpt.load_best_weights(folder, accelerator.unwrap_model(model))
     events.emit("train_end", loop)
     best = next((h["val"] for h in state.history if h["step"] == state.best_step), None)
-    return FitResult(accelerator.unwrap_model(model), state, best)
+    return FitResult(accelerator.unwrap_model(model), state, best, best_scores if state.best_step is not None else None)

@@ -5,30 +5,36 @@ import numpy as np
 import torch
 
 from ..data.batching import length_sorted_batches
+from .first_token import first_token_forward
 
 
 def move(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """To the device; through pinned memory to a GPU, so the copy overlaps with the work queued before it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def predict_logits(model, task, features, batch_size: int, pad_id: int, device, autocast=None) -> tuple[np.ndarray, float | None]:
     """Logits for every example in input order, and the mean loss when labels are present."""
     was_training = model.training
     model.eval()
-    outputs, order, loss_sum = [], [], 0.0
+    forward = first_token_forward(model) or model  # classifiers read one position of the last layer: compute only it
+    outputs, order, loss_sum = [], [], torch.zeros((), dtype=torch.float64, device=device)
     with torch.inference_mode():
         for indices in length_sorted_batches(features.lengths, batch_size):
             batch = move(task.collate(features, indices, pad_id), device)
             labels = batch.pop("labels", None)
             with autocast() if autocast else torch.autocast("cpu", enabled=False):
-                logits = model(**batch).logits
+                logits = forward(**batch).logits
             if labels is not None:
-                loss_sum += float(task.loss_sum(logits, labels))
-            outputs.append(logits.float().cpu())
+                loss_sum += task.loss_sum(logits, labels).double()
+            outputs.append(logits.float())
             order.extend(indices)
     model.train(was_training)
-    logits = torch.cat(outputs).numpy()
+    logits = torch.cat(outputs).cpu().numpy()  # one copy back, after the last batch
     result = np.empty_like(logits)
     result[np.asarray(order)] = logits
-    loss = loss_sum / len(order) if features.labels is not None else None
+    loss = float(loss_sum) / len(order) if features.labels is not None else None
     return result, loss
