@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
-import math
 import os
 import time
 
-import numpy as np
 import torch
 
 from common import data_split, machine, median, print_table, save_result
