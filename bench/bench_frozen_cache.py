@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,30 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-
-def markdown(table: pd.DataFrame) -> str:
-    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n ** 3 * repeats / (time.perf_counter() - started) / 1e9
+from common import PYTHON, machine, median, print_table, run_job, save_result
 
 
 def interleaved_step_times(method: str, args, batches: int) -> dict:
     """Median seconds per training step (forward, loss, backward) uncached vs cached, alternating."""
     import io
-    import statistics
 
-    import torch
     from rich.console import Console
     from transformers import AutoTokenizer
 
@@ -65,6 +46,7 @@ def interleaved_step_times(method: str, args, batches: int) -> dict:
     tokenizer = load_pretrained(AutoTokenizer, source, cfg.model)
     train = task.encode(tokenizer, data.train, cfg.model.max_length)
     model, groups = adapt_model(task.build_model(source, cfg.model), cfg.method)
+    model.train()  # as fit() trains: dropout on above the frozen layers
     quiet = Console(file=io.StringIO())
     started = time.perf_counter()
     cached = prepare_fit_inputs(model, task, train, None, groups, cfg, tokenizer.pad_token_id, quiet, "cpu")
@@ -81,28 +63,34 @@ def interleaved_step_times(method: str, args, batches: int) -> dict:
             model.zero_grad(set_to_none=True)
             task.loss_sum(inputs.model(**batch).logits, labels).backward()
             times[name].append(time.perf_counter() - begun)
-    off, auto = statistics.median(times["off"]), statistics.median(times["auto"])
+    off, auto = median(times["off"]), median(times["auto"])
     steps_per_epoch = -(-len(train) // cfg.train.batch_size)
-    return {"method": method, "step_s_uncached": round(off, 4), "step_s_cached": round(auto, 4), "step_speedup": round(off / auto, 2),
-            "cache_build_s": round(cache_seconds, 1), "epoch_s_saved": round((off - auto) * steps_per_epoch, 1)}
+    return {"method": method, "step_s_uncached": off, "step_s_cached": auto, "step_speedup": off / auto,
+            "cache_build_s": cache_seconds, "epoch_s_saved": (off - auto) * steps_per_epoch}
 
 
 def train(method: str, cache: str, args, out: Path) -> dict:
-    command = [sys.executable, "-m", "tunesmith.cli", "train", args.data, "--model", args.model, "--method", method,
+    command = [PYTHON, "-m", "tunesmith.cli", "train", args.data, "--model", args.model, "--method", method,
                "--cache-frozen", cache, "--max-train-examples", str(args.train_examples), "--epochs", str(args.epochs),
                "--early-stopping", "0", "--seed", str(args.seed), "--out", str(out), *args.extra]
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    job = run_job(f"frozen-cache-{method}-{cache}", command)
     metrics = json.loads((out / "metrics.json").read_text())
-    cached_line = next((line for line in done.stdout.splitlines() if "computed once" in line), "")
-    return {"method": method, "cache": cache, "process_s": round(wall, 1), "job_s": metrics["job_seconds"],
-            "train_s": metrics["train"]["seconds"], "tokens_per_s": metrics["train"]["tokens_per_second"],
+    note = next((line for line in Path(job["log"]).read_text().splitlines() if "computed once" in line), "")
+    return {"method": method, "cache": cache, "process_s": job["wall_s"], "job_s": metrics["job_seconds"],
+            "train_s": metrics["train"]["seconds"], "cache_s": metrics["train"].get("frozen_cache_seconds", 0.0),
             "val_accuracy": metrics["validation"]["accuracy"], "test_accuracy": metrics["test"]["accuracy"],
-            "test_loss": metrics["test"]["loss"], "peak_mb": metrics["peak_memory_mb"], "cache_note": cached_line.strip(),
-            "predictions": pd.read_csv(out / "test_predictions.csv")}
+            "test_loss": metrics["test"]["loss"], "peak_rss_mb": job["peak_rss_mb"], "load_before": job["load_before"],
+            "cache_note": note.strip(), "predictions": pd.read_csv(out / "test_predictions.csv")}
+
+
+def compare_runs(plain: dict, cached: dict) -> dict:
+    """How far the cached run's results are from the uncached run's."""
+    a, b = plain.pop("predictions"), cached.pop("predictions")
+    probs = [c for c in a if c.startswith("p(")]
+    return {"predictions_agree": float((a["prediction"] == b["prediction"]).mean()),
+            "max_probability_difference": float((a[probs] - b[probs]).abs().to_numpy().max()),
+            "test_accuracy_difference": abs(plain["test_accuracy"] - cached["test_accuracy"]),
+            "job_speedup": plain["job_s"] / cached["job_s"], "process_speedup": plain["process_s"] / cached["process_s"]}
 
 
 def main() -> int:
@@ -113,49 +101,35 @@ def main() -> int:
     parser.add_argument("--train-examples", type=int, default=3000)
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--out", default=None, help="write results.json and results.md here")
     parser.add_argument("--step-batches", type=int, default=30, help="batches timed A/B interleaved per method (0 = skip)")
     parser.add_argument("--skip-jobs", action="store_true", help="only the interleaved step timing")
     parser.add_argument("extra", nargs="*", help="more `tunesmith train` flags, after --")
     args = parser.parse_args()
 
-    import torch
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
-          f"fp32 matmul {matmul_gflops():.0f} GFLOP/s (1024^3); cuda: {torch.cuda.is_available()}")
-    rows, failures, steps = [], [], []
-    if args.step_batches:
-        for method in args.methods.split(","):
-            steps.append(interleaved_step_times(method, args, args.step_batches))
-            print(f"{method}: training step {steps[-1]['step_s_uncached']:.3f} s uncached, {steps[-1]['step_s_cached']:.3f} s cached "
-                  f"({steps[-1]['step_speedup']:.2f}x, median of {args.step_batches} interleaved); cache built in {steps[-1]['cache_build_s']} s, "
-                  f"saves {steps[-1]['epoch_s_saved']} s per epoch")
+    about = machine()
+    print(f"{about['cpu']}, {about['cores']} cores, {about['torch_threads']} threads; fp32 matmul {about['matmul_gflops']} GFLOP/s; "
+          f"load average {about['load_average']}")
+    steps, jobs, failures = [], [], []
+    for method in args.methods.split(",") if args.step_batches else []:
+        steps.append(interleaved_step_times(method, args, args.step_batches))
+    if steps:
+        print_table(steps, [("method", "method", ""), ("step_s_uncached", "step s, uncached", ".3f"), ("step_s_cached", "step s, cached", ".3f"),
+                            ("step_speedup", "speed-up", ".2f"), ("cache_build_s", "cache built in s", ".1f"), ("epoch_s_saved", "s saved per epoch", ".1f")])
     with tempfile.TemporaryDirectory(prefix="bench-frozen-") as tmp:
         for method in [] if args.skip_jobs else args.methods.split(","):
-            runs = {cache: train(method, cache, args, Path(tmp) / f"{method}-{cache}") for cache in ("off", "auto")}
-            plain, cached = runs["off"], runs["auto"]
-            probs = [c for c in plain["predictions"] if c.startswith("p(")]
-            agree = float((plain["predictions"]["prediction"] == cached["predictions"]["prediction"]).mean())
-            prob_diff = float((plain["predictions"][probs] - cached["predictions"][probs]).abs().to_numpy().max())
-            speedup = plain["job_s"] / cached["job_s"]
-            for run in (plain, cached):
-                run.pop("predictions")
-                rows.append(run)
-            print(f"{method}: job {plain['job_s']:.1f} s -> {cached['job_s']:.1f} s ({speedup:.2f}x), train {plain['train_s']:.1f} s -> "
-                  f"{cached['train_s']:.1f} s ({plain['train_s'] / cached['train_s']:.2f}x); test accuracy {plain['test_accuracy']:.4f} vs "
-                  f"{cached['test_accuracy']:.4f}; {agree:.2%} of test predictions agree, max probability difference {prob_diff:.1e}")
-            print(f"  {cached['cache_note']}")
-            rows[-1].update(speedup_job=round(speedup, 2), speedup_train=round(plain["train_s"] / cached["train_s"], 2),
-                            predictions_agree=agree, max_probability_difference=prob_diff)
-            if agree < 0.995 or abs(plain["test_accuracy"] - cached["test_accuracy"]) > 0.005 or prob_diff > 1e-2:
+            plain, cached = (train(method, cache, args, Path(tmp) / f"{method}-{cache}") for cache in ("off", "auto"))
+            match = compare_runs(plain, cached)
+            cached.update(match)
+            jobs += [plain, cached]
+            print(f"{method}: {cached['cache_note']}")
+            if match["predictions_agree"] < 0.995 or match["test_accuracy_difference"] > 0.005 or match["max_probability_difference"] > 1e-2:
                 failures.append(method)
-    tables = [markdown(pd.DataFrame(steps))] if steps else []
-    tables += [markdown(pd.DataFrame(rows).drop(columns=["cache_note"]))] if rows else []
-    print("\n\n".join(tables))
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "results.json").write_text(json.dumps({"interleaved_steps": steps, "jobs": rows}, indent=2))
-        (Path(args.out) / "results.md").write_text("\n\n".join(tables) + "\n")
+    if jobs:
+        print_table(jobs, [("method", "method", ""), ("cache", "cache", ""), ("process_s", "process s", ".1f"), ("job_s", "job s", ".1f"),
+                           ("train_s", "train s", ".1f"), ("cache_s", "cache s", ".1f"), ("job_speedup", "job speed-up", ".2f"),
+                           ("val_accuracy", "val acc", ".4f"), ("test_accuracy", "test acc", ".4f"), ("predictions_agree", "same predictions", ".2%"),
+                           ("max_probability_difference", "max p diff", ".1e"), ("peak_rss_mb", "peak MB", ".0f"), ("load_before", "load", ".1f")])
+    save_result("frozen_cache", {"machine": about, "settings": vars(args), "interleaved_steps": steps, "jobs": jobs})
     if failures:
         print(f"Results differ with and without the cache for: {', '.join(failures)}", file=sys.stderr)
         return 1
