@@ -16,6 +16,7 @@ Training levers (A -> B):
   allocator               glibc's default -> no mmap for large blocks, no trimming (mallopt)
   attention               sdpa -> eager attention
   threads                 all cores -> one thread
+  dropout                 torch's dropout (sdpa) -> fast_dropout, eager attention while training (train/fast_dropout.py)
 Inference lever:
   eval-batch              length-sorted batches of 32/64/128/256/512 and unsorted 64, on the test set
 """
@@ -30,7 +31,7 @@ import torch
 
 from common import data_split, machine, median, print_table, save_result
 
-TRAINING_LEVERS = ("optimizer", "first-token", "freeze-word-embeddings", "sync", "allocator", "attention", "threads")
+TRAINING_LEVERS = ("optimizer", "first-token", "freeze-word-embeddings", "sync", "allocator", "attention", "threads", "dropout")
 
 
 class Bench:
@@ -132,6 +133,15 @@ def lever_arms(lever: str, bench: Bench) -> tuple[Arm, Arm]:
         cores = torch.get_num_threads()
         return (Arm(f"{cores} threads", bench),
                 Arm("1 thread", bench, enter=lambda: torch.set_num_threads(1), leave=lambda: torch.set_num_threads(cores)))
+    if lever == "dropout":
+        from tunesmith.train.fast_dropout import cheaper_dropout
+
+        patch = []
+
+        def enter():
+            patch.append(cheaper_dropout(bench.model, torch.device("cpu")))
+            patch[-1].__enter__()
+        return Arm("torch dropout", bench), Arm("fast dropout", bench, enter=enter, leave=lambda: patch.pop().__exit__(None, None, None))
     raise SystemExit(f"unknown lever {lever!r}; choose from {', '.join(TRAINING_LEVERS)} or eval-batch")
 
 

@@ -85,7 +85,7 @@ def main():
             command += (["--lora-rank", "8", "--lora-alpha", "16"] if args.lora else []) + (["--ops"] if args.ops else [])
             output = subprocess.run(command, check=True, cwd=BENCH.parent, capture_output=True, text=True).stdout
             print(output)
-            reports.append(json.loads(next(line for line in output.splitlines() if line.startswith("{"))))
+            reports.append(json.loads(next(line for line in output.splitlines() if line.startswith("{\""))))
     rows = [{"side": r["name"], **r["ms_per_step"]} for r in reports]
     print()
     table = print_table(rows, [("side", "ms per step", "")] + [(p, p, ".1f") for p in (*PHASES, "total")])

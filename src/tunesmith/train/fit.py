@@ -18,6 +18,7 @@ from ..errors import RunInterrupted, TunesmithError
 from ..metrics import is_better
 from . import checkpoint as ckpt
 from .events import Events, LoopContext, TrainState
+from .fast_dropout import cheaper_dropout
 from .faults import fault_point, poison_loss
 from .first_token import first_token_forward
 from .infer import move, predict_logits
@@ -153,7 +154,8 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
     model.train()  # from_pretrained returns a model in eval mode: dropout must be on while training
     events.emit("train_start", loop)
     started = time.perf_counter() - state.train_seconds
-    with StopRequest() as stop:
+    # on a CPU, dropout masks from fewer random draws (train/fast_dropout.py): ~8% a step on minilm-l6
+    with StopRequest() as stop, cheaper_dropout(accelerator.unwrap_model(model), accelerator.device):
         while state.step < total_steps and not state.should_stop:
             events.emit("epoch_start", loop)
             epoch = state.epoch  # the inner loop ends with the epoch, so the next one gets its own order
