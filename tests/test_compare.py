@@ -45,7 +45,7 @@ def test_compare_writes_the_table_and_plot_then_reuses_resumes_and_reports_failu
     assert full.trainable_params == full.total_params and freeze.trainable_params < freeze.total_params
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "comparison.md").read_text()
-    assert "| method | status | trainable |" in markdown and "| freeze | trained |" in markdown
+    assert "| method | status | lr | trainable |" in markdown and "| freeze | trained |" in markdown
     assert "Comparison on" in printed and "freeze" in printed
 
     # freeze was interrupted (its run.json says so), head fails in its own process: the others go on
@@ -109,3 +109,4 @@ def test_compare_freeze_and_head_on_minilm_rotten_tomatoes(tmp_path, capsys):
     assert freeze.test_accuracy >= 0.74, freeze.to_dict()
     assert 0.58 <= head.test_accuracy < freeze.test_accuracy, head.to_dict()
     assert head.trainable_params < freeze.trainable_params < freeze.total_params
+    assert (freeze.lr, head.lr) == (1e-4, 3e-3)

@@ -59,3 +59,17 @@ def test_print_config_shows_the_resolved_config(capsys):
     assert main(["train", "rotten-tomatoes", "--lr", "3e-5", "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["train"]["lr"] == 3e-5 and printed["data"]["data"] == "rotten-tomatoes"
+
+
+def test_each_method_has_its_own_default_learning_rate_unless_lr_is_given(tmp_path):
+    from tunesmith.compare import method_config
+    from tunesmith.methods import METHODS, resolve_learning_rate
+
+    assert resolve_learning_rate(RunConfig.from_dict({"method": "full"})).train.lr == 5e-5
+    assert resolve_learning_rate(RunConfig.from_dict({"method": "lora"})).train.lr == METHODS["lora"].lr > 1e-4
+    assert resolve_learning_rate(RunConfig.from_dict({"method": "lora", "lr": 2e-4})).train.lr == 2e-4
+    base = RunConfig.from_dict({"data": "x.csv"}).validate()
+    assert base.train.lr is None
+    assert method_config(base, "head", {}, tmp_path / "head").train.lr == METHODS["head"].lr
+    assert method_config(base, "head", {"lr": "1e-2"}, tmp_path / "head").train.lr == 1e-2
+    assert base.train.lr is None  # the shared base keeps no method's value

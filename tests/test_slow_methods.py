@@ -2,8 +2,9 @@
 (rotten-tomatoes, the fixed 1,000 validation / 2,000 test split).
 
 All runs share one reduced but real setting (3,000 training examples, 2 epochs) so that the slow
-suite stays short on 2 cores; each method gets the learning rate it needs (adapters and probes
-train few weights from small initial values and want a far higher rate than a full fine-tune).
+suite stays short on 2 cores; each method trains at its own default learning rate (adapters and
+probes train few weights from small initial values and want a far higher rate than a full
+fine-tune), so these tests also check those defaults.
 The `full` run is shared by the tests through a module-scoped fixture.
 """
 from __future__ import annotations
@@ -16,11 +17,10 @@ import torch
 import tunesmith
 
 SETTING = {"max_train_examples": 3000, "epochs": 2}
-LEARNING_RATES = {"full": 5e-5, "lora": 1e-3, "head": 3e-3}
 
 
 def finetune(method: str, folder):
-    return tunesmith.finetune("rotten-tomatoes", out=str(folder / method), method=method, lr=LEARNING_RATES[method], **SETTING)
+    return tunesmith.finetune("rotten-tomatoes", out=str(folder / method), method=method, **SETTING)
 
 
 def accuracy_of(run) -> float:

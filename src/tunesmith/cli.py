@@ -28,12 +28,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 continue
             flag = "--" + name.replace("_", "-")
             kind = base_type(f)
-            default = f.default if f.default is not None else "from the data or model"
+            default = f" (default: {f.default})" if f.default is not None else ""  # None: the help says what happens
             if kind is bool:
                 group.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=f.metadata["help"])
             else:
                 group.add_argument(flag, type=str, default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
-                                   help=f"{f.metadata['help']} (default: {default})")
+                                   help=f"{f.metadata['help']}{default}")
 
 
 def config_from_args(args) -> RunConfig:
@@ -171,7 +171,7 @@ def cmd_methods(args) -> int:
     from .methods import METHODS
 
     for m in METHODS.values():
-        print(f"{m.name:10} {m.summary}")
+        print(f"{m.name:10} {m.summary} (default --lr {m.lr:g})")
     return 0
 
 

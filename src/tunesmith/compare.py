@@ -30,6 +30,7 @@ class MethodResult:
     run_dir: Path
     metrics: dict | None = None
     message: str = ""       # why it failed
+    lr: float | None = None  # its peak learning rate (--lr, or the method's default)
 
     @property
     def ok(self) -> bool:
@@ -80,12 +81,14 @@ def default_compare_dir(data: str) -> Path:
 
 
 def method_config(base: RunConfig, method: str, overrides: dict, run_dir: Path) -> RunConfig:
+    from .methods import resolve_learning_rate
+
     cfg = copy.deepcopy(base)
     cfg.update(overrides, source=f"--method-options for {method}")
     cfg.method.method = method
     cfg.output.out = str(run_dir)
     cfg.output.resume = cfg.output.overwrite = False  # per call, as flags
-    return cfg.validate()
+    return resolve_learning_rate(cfg.validate())  # each method its own default unless --lr or --method-options set one
 
 
 # -- running one method -----------------------------------------------------------------------
@@ -160,7 +163,9 @@ def compare(base: RunConfig, methods: list[str], method_options: dict[str, dict]
     out.mkdir(parents=True, exist_ok=True)
     comparison = Comparison(out, base.train.metric)
     for cfg in configs:
-        comparison.results.append(run_method(cfg, out, base.output.overwrite, console))
+        result = run_method(cfg, out, base.output.overwrite, console)
+        result.lr = cfg.train.lr
+        comparison.results.append(result)
     rows = table_rows(comparison)
     write_csv(rows, out / "comparison.csv")
     write_markdown(rows, base, method_options or {}, out / "comparison.md")
@@ -190,7 +195,7 @@ def table_rows(comparison: Comparison) -> list[dict]:
     for r in comparison.results:
         m = r.metrics or {}
         split = lambda name: (m.get(name) or {}).get(metric)  # noqa: E731
-        rows.append({"method": r.method, "status": r.status,
+        rows.append({"method": r.method, "status": r.status, "lr": r.lr,
                      "trainable_params": trainable_count(m) if m else None,
                      "total_params": m["parameters"]["total"] if m else None,
                      "train_seconds": train_seconds(m) if m else None,
@@ -216,6 +221,8 @@ def cell(key: str, value) -> str:
         return f"{value:,.1f}"
     if key == "peak_memory_mb":
         return f"{value:,.0f}"
+    if key == "lr":
+        return f"{value:g}"
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
@@ -259,7 +266,8 @@ def write_markdown(rows: list[dict], base: RunConfig, method_options: dict, path
     overrides = "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for m, o in method_options.items() if o)
     lines = [f"# Fine-tuning methods compared on {base.data.data}", "",
              f"Base model {base.model.model}; every method on the same split and seed ({base.train.seed}); "
-             f"{base.train.epochs:g} epochs, batch size {base.train.batch_size}, lr {base.train.lr:g}"
+             f"{base.train.epochs:g} epochs, batch size {base.train.batch_size}, "
+             + (f"lr {base.train.lr:g}" if base.train.lr is not None else "each method's default lr (in the table)")
              + (f"; per method: {overrides}." if overrides else "."),
              "Train time is the training loop plus computing cached frozen-layer outputs (not loading or the final scoring); peak memory is the training process's (RSS on CPU, allocated on GPU).", "",
              "| " + " | ".join(header(k) for k in keys) + " |",

@@ -67,7 +67,7 @@ class TrainConfig:
     batch_size: int = option(32, "examples per optimizer step (micro-batch x gradient accumulation)", min=1, max=65536)
     grad_accum: int = option(1, "gradient accumulation: micro-batches per optimizer step", min=1, max=1024)
     eval_batch_size: int = option(128, "examples per batch during evaluation and prediction", min=1)
-    lr: float = option(5e-5, "peak learning rate (AdamW)", min=1e-8, max=1.0)
+    lr: float | None = option(None, "peak learning rate (AdamW); default: the method's own, 5e-5 for full (see `tunesmith methods`)", min=1e-8, max=1.0)
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", min=0.0, max=1.0)
     warmup_ratio: float = option(0.06, "fraction of steps spent warming the learning rate up linearly", min=0.0, max=0.5)
     max_grad_norm: float = option(1.0, "clip the gradient norm to this (0 = no clipping)", min=0.0)

@@ -20,7 +20,7 @@ from .assets.resolve import load_pretrained, resolve_model_source
 from .config import RunConfig
 from .data import load_labeled_data
 from .errors import TunesmithError
-from .methods import adapt_model, get_method
+from .methods import adapt_model, get_method, resolve_learning_rate
 from .methods.groups import count_parameters
 from .perf import compute_dtype, freeze_word_embeddings, measure_matmul_rate, throughput, training_flops_per_token
 from .report.plots import plot_curves
@@ -55,7 +55,7 @@ def peak_memory_mb() -> float:
 def run_training(cfg: RunConfig, console) -> tuple[Path, dict]:
     """Train as configured; returns the finished run folder and its metrics."""
     job_started = time.perf_counter()
-    cfg.validate()
+    resolve_learning_rate(cfg.validate())
     method = get_method(cfg.method.method)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)

@@ -2,7 +2,9 @@
 
 A method module defines `apply(model, cfg, groups) -> model`, which decides which weights train
 (setting requires_grad, or wrapping the model with adapters), and is registered with
-`@register_method(name, summary)`. It may also define `callbacks(model, cfg, groups, plan)`
+`@register_method(name, summary, lr=...)`, lr being the method's default peak learning rate
+(methods that train few weights from small initial values want a far higher rate than a full
+fine-tune). It may also define `callbacks(model, cfg, groups, plan)`
 returning loop-event callbacks (gradual unfreezing uses this). The task head always trains.
 """
 from __future__ import annotations
@@ -19,15 +21,16 @@ class Method:
     summary: str
     apply: Callable
     adapter: bool = False  # saves only the adapter weights (PEFT format)
+    lr: float = 5e-5        # default peak learning rate when --lr is not given
     callbacks: Callable | None = None
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, summary: str, adapter: bool = False):
+def register_method(name: str, summary: str, adapter: bool = False, lr: float = 5e-5):
     def wrap(apply):
-        METHODS[name] = Method(name, summary, apply, adapter)
+        METHODS[name] = Method(name, summary, apply, adapter, lr)
         return apply
 
     return wrap
@@ -46,6 +49,13 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise TunesmithError(f"Unknown method '{name}'.{did_you_mean(name, METHODS)} Choose one of: {', '.join(METHODS)}.")
     return METHODS[name]
+
+
+def resolve_learning_rate(cfg):
+    """--lr when it was given, else the method's default; returns cfg."""
+    if cfg.train.lr is None:
+        cfg.train.lr = get_method(cfg.method.method).lr
+    return cfg
 
 
 def adapt_model(model, method_cfg):

@@ -81,7 +81,7 @@ def adapted_sublayers(model) -> dict[str, AdaptedSublayer]:
     return {name: m for name, m in model.named_modules() if isinstance(m, AdaptedSublayer)}
 
 
-@register_method("adapter", "bottleneck adapters after feed-forward (pfeiffer) or also after attention (houlsby); saves a small adapter", adapter=True)
+@register_method("adapter", "bottleneck adapters after feed-forward (pfeiffer) or also after attention (houlsby); saves a small adapter", adapter=True, lr=1e-3)
 def apply(model, cfg, groups):
     names = sublayers_to_adapt(model, cfg.adapter_placement)
     model.requires_grad_(False)

@@ -5,7 +5,7 @@ from . import register_method
 from .groups import set_trainable
 
 
-@register_method("bitfit", "train only the bias terms of the base model, and the task head")
+@register_method("bitfit", "train only the bias terms of the base model, and the task head", lr=1e-3)
 def apply(model, cfg, groups):
     for name, param in model.named_parameters():
         param.requires_grad_(name.endswith(".bias"))

@@ -6,7 +6,7 @@ from .lora import lora_options
 from .peft_adapters import wrap_with_peft
 
 
-@register_method("dora", "LoRA on weight directions plus trainable magnitudes (PEFT); saves a small adapter", adapter=True)
+@register_method("dora", "LoRA on weight directions plus trainable magnitudes (PEFT); saves a small adapter", adapter=True, lr=1e-3)
 def apply(model, cfg, groups):
     from peft import LoraConfig
 

@@ -5,7 +5,7 @@ from . import register_method
 from .groups import set_trainable
 
 
-@register_method("head", "train only the task head on top of the frozen base model (linear probe)")
+@register_method("head", "train only the task head on top of the frozen base model (linear probe)", lr=3e-3)
 def apply(model, cfg, groups):
     model.requires_grad_(False)
     set_trainable(groups.head, True)

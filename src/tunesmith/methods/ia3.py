@@ -6,7 +6,7 @@ from .peft_adapters import wrap_with_peft
 from .targets import family_of, user_targets
 
 
-@register_method("ia3", "learned vectors that rescale keys, values and feed-forward activations (PEFT); tiny adapter", adapter=True)
+@register_method("ia3", "learned vectors that rescale keys, values and feed-forward activations (PEFT); tiny adapter", adapter=True, lr=3e-3)
 def apply(model, cfg, groups):
     from peft import IA3Config
 

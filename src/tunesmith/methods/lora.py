@@ -14,7 +14,7 @@ def lora_options(model, cfg) -> dict:
     return {"r": cfg.lora_rank, "lora_alpha": alpha, "lora_dropout": cfg.lora_dropout, "target_modules": targets}
 
 
-@register_method("lora", "low-rank updates beside the attention and feed-forward weights (PEFT); saves a small adapter", adapter=True)
+@register_method("lora", "low-rank updates beside the attention and feed-forward weights (PEFT); saves a small adapter", adapter=True, lr=1e-3)
 def apply(model, cfg, groups):
     from peft import LoraConfig
 

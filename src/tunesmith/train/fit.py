@@ -80,7 +80,9 @@ class StopRequest:
 
 def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=(), resume_from: Path | None = None,
         pad_id: int = 0) -> FitResult:
-    tc = cfg.train
+    from ..methods import resolve_learning_rate
+
+    tc = resolve_learning_rate(cfg).train
     torch.manual_seed(tc.seed)
     accelerator = make_accelerator(tc)
     optimizer = build_optimizer(groups, tc, cfg.method.layer_lr_decay)
