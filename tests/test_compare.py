@@ -100,7 +100,7 @@ def test_bad_options_stop_before_anything_trains(tmp_path, reviews_csv, tiny_mod
 def test_compare_freeze_and_head_on_minilm_rotten_tomatoes(tmp_path, capsys):
     """The real model: both methods train from cached frozen layers; freeze beats the linear probe."""
     out = tmp_path / "cmp"
-    assert main(["compare", "rotten-tomatoes", "--methods", "freeze,head", "--max-train-examples", "3000", "--epochs", "1",
+    assert main(["compare", "rotten-tomatoes", "--methods", "freeze,head", "--max-train-examples", "3000", "--epochs", "1.5",
                  "--lr", "1e-4", "--method-options", "head:lr=3e-3", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.count("computed once") == 2  # both runs trained from cached frozen-layer outputs

@@ -81,7 +81,7 @@ class TrainConfig:
     keep_checkpoints: int = option(2, "how many recent checkpoints to keep besides the best", min=1)
     on_nan: str = option("stop", "a NaN/inf loss: 'stop' the run, or 'skip' the batch and go on", choices=["stop", "skip"])
     threads: int | None = option(None, "CPU threads for torch (default: all cores)", min=1)
-    cache_frozen: str = option("auto", "frozen bottom layers (freeze, head): 'auto' computes their outputs once and trains the rest from them (BERT-family models), 'off' runs them every step", choices=["auto", "off"])
+    cache_frozen: str = option("auto", "frozen bottom layers (freeze, head): 'auto' computes their outputs once and trains the rest from them (BERT-family models, more than one epoch), 'off' runs them every step", choices=["auto", "off"])
 
 
 @dataclass

@@ -10,7 +10,7 @@ from . import register_callbacks, register_method
 from .groups import set_trainable
 
 
-@register_method("gradual", "train the head first, then unfreeze one more layer group from the top each epoch (--unfreeze-every K steps)", lr=1e-4)
+@register_method("gradual", "train the head first, then unfreeze one more layer group from the top each epoch (--unfreeze-every K steps)", lr=1e-3)
 def apply(model, cfg, groups):
     model.requires_grad_(False)
     set_trainable(groups.head, True)

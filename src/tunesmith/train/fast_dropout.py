@@ -73,8 +73,9 @@ def cheaper_dropout(model, device: torch.device):
     if torch.device(device).type != "cpu":
         yield
         return
-    config = getattr(model, "config", None)
-    original = getattr(config, "_attn_implementation", None)
+    # the Hugging Face model itself, also when wrapped (the top of a model above cached frozen layers)
+    model = next((m for m in model.modules() if hasattr(m, "set_attn_implementation") and hasattr(m, "config")), model)
+    original = getattr(getattr(model, "config", None), "_attn_implementation", None)
     swap = original == "sdpa" and hasattr(model, "set_attn_implementation")
     if swap:
         from transformers import AttentionInterface

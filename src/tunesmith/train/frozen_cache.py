@@ -284,8 +284,10 @@ def prepare_fit_inputs(model, task, train, validation, groups, cfg, pad_id: int,
     """
     depth = frozen_prefix_length(groups) if frozen_throughout is None else min(frozen_throughout, frozen_prefix_length(groups))
     inputs = FitInputs(model, task, train, validation)
-    parts = encoder_parts(model) if depth >= 2 and cfg.train.cache_frozen == "auto" else None
-    if depth >= 2 and cfg.train.cache_frozen == "auto" and parts is None:
+    # one pass over the data costs what the cache costs to build: it pays from the second epoch on
+    wanted = depth >= 2 and cfg.train.cache_frozen == "auto" and cfg.train.epochs > 1
+    parts = encoder_parts(model) if wanted else None
+    if wanted and parts is None:
         kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         console.print(f"Frozen layers: outputs are not cached for {kind} models (BERT-family only); they run every step.")
     if parts is not None:
