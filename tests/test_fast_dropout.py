@@ -33,6 +33,7 @@ def test_eval_and_edge_cases_fall_back_to_torch():
     assert torch.equal(fast_dropout(x, 0.1, training=False), x)
     assert torch.equal(fast_dropout(x, 0.0), x)
     assert torch.equal(fast_dropout(x, 1.0), torch.zeros_like(x))
+    assert torch.isfinite(fast_dropout(x, 0.99999)).all()  # rounds to p = 1: torch's dropout, no division by zero
 
 
 def test_model_outputs_match_eager_attention_and_state_is_restored(tiny_model):

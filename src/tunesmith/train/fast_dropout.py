@@ -6,7 +6,7 @@ mask costs a fraction of that. The drop probability is quantised to 1/32768 (0.1
 0.100006) and the scale is exact for it, so the expectation is unchanged. The random numbers come
 from torch's generator, so seeding and resuming stay exact.
 
-During training, `cheaper_dropout(model)` routes torch.nn.functional.dropout (which nn.Dropout and
+During training, `cheaper_dropout(model, device)` routes torch.nn.functional.dropout (which nn.Dropout and
 the models' eager attention call) here, and runs attention the model's eager way while training so
 that attention-probability dropout goes through it too (sdpa keeps dropout inside its kernel).
 Evaluation keeps sdpa. GPUs have fast dropout already; there it does nothing.
@@ -48,7 +48,8 @@ def keep_mask(shape: torch.Size, p: float) -> tuple[torch.Tensor, float]:
 
 
 def fast_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
-    if not training or p <= 0 or p >= 1 or input.device.type != "cpu" or not input.is_floating_point():
+    # torch's own where the quantised probability would be 0 or 1 (the scale would divide by zero)
+    if not training or not 0 < round(p * LEVELS) < LEVELS or input.device.type != "cpu" or not input.is_floating_point():
         return _torch_dropout(input, p, training, inplace)
     mask, scale = keep_mask(input.shape, p)
     return _ScaleByMask.apply(input, mask, scale)
