@@ -104,7 +104,15 @@ def read_tunesmith_metrics(out: Path) -> dict:
 def peer_command(mode: str, data: dict, out_json: Path, epochs: float, batch_size: int, lr: float, seed: int,
                  max_length: int = 128, extra: list[str] = ()) -> list[str]:
     return [PYTHON, str(BENCH / "peer_trainer.py"), mode, str(data["train"]), str(data["test"]), str(epochs), str(out_json),
-            "--batch-size", str(batch_size), "--lr", str(lr), "--seed", str(seed), "--max-length", str(max_length), *extra]
+            "--model", base_model_folder(), "--batch-size", str(batch_size), "--lr", str(lr), "--seed", str(seed),
+            "--max-length", str(max_length), *extra]
+
+
+def base_model_folder(name: str = "minilm-l6") -> str:
+    """The local folder of the embedded model tunesmith trains (fetched on first use): the peer loads the same files."""
+    from tunesmith.assets.resolve import resolve_model_source
+
+    return resolve_model_source(name)
 
 
 def alternate(arms: list, rounds: int) -> list[tuple[int, object]]:

