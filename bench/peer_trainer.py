@@ -1,6 +1,6 @@
 """The peer: the Hugging Face Trainer fine-tuning minilm-l6 on a CSV (from shared/peers/cpu_peer_hf_trainer.py).
 
-    python bench/peer_trainer.py {pad128|dynamic} TRAIN.csv TEST.csv EPOCHS OUT.json [options]
+    python bench/peer_trainer.py {pad128|dynamic} TRAIN.csv TEST.csv EPOCHS OUT.json --model MODEL_FOLDER [options]
 
 pad128  = run_glue.py's way: every example padded to --max-length, sequential batches
 dynamic = the Trainer's best practice: DataCollatorWithPadding + length-grouped sampling
