@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import BENCH, PYTHON, base_model_folder, data_split, print_table, save_result
+from common import BENCH, PYTHON, data_split, peer_command, print_table, save_result
 from phases import PHASES, StepPhaseTimer, print_report
 
 LORA_TARGETS = "query,key,value,attention.output.dense,intermediate.dense,output.dense"
@@ -80,9 +80,10 @@ def main():
             subprocess.run(command, check=True, cwd=BENCH.parent)
             reports.append(json.loads(out.read_text()))
         else:
-            command = [PYTHON, str(BENCH / "peer_trainer.py"), "dynamic", str(data["train"]), str(data["test"]), "1", str(out),
-                       "--model", base_model_folder(), "--phase-profile", str(args.steps), "--phase-warmup", str(args.warmup), "--lr", str(args.lr)]
-            command += (["--lora-rank", "8", "--lora-alpha", "16"] if args.lora else []) + (["--ops"] if args.ops else [])
+            extra = ["--phase-profile", str(args.steps), "--phase-warmup", str(args.warmup)]
+            extra += (["--lora-rank", "8", "--lora-alpha", "16"] if args.lora else []) + (["--ops"] if args.ops else [])
+            # batch 32, seed 0 and max length 128: the peer's own defaults, as this command always ran it
+            command = peer_command("dynamic", data, out, 1, 32, args.lr, 0, 128, extra)
             output = subprocess.run(command, check=True, cwd=BENCH.parent, capture_output=True, text=True).stdout
             print(output)
             reports.append(json.loads(next(line for line in output.splitlines() if line.startswith("{\""))))
