@@ -7,6 +7,8 @@ dynamic = the Trainer's best practice: DataCollatorWithPadding + length-grouped 
 --lora-rank R (with --lora-alpha, --lora-dropout, --lora-targets) wraps the model with PEFT LoRA,
 the head in modules_to_save, as tunesmith's `--method lora` does.
 --phase-profile N times N training steps by phase (bench/phases.py) and stops.
+--bf16 adds `bf16=True, use_cpu=True` (CPU bf16 autocast, the BF16=1 switch of the shared script),
+as a user who knows the option would set it.
 
 Same defaults as the shared script (fused AdamW is the Trainer's default, no warmup, no weight
 decay, max grad norm 1, eval batch 64); the whole process is timed by the caller. Nominal FLOPs
@@ -44,6 +46,7 @@ def parse_args():
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--bf16", action="store_true", help="bf16=True, use_cpu=True: the Trainer's CPU bf16 autocast")
     p.add_argument("--lora-rank", type=int, default=0)
     p.add_argument("--lora-alpha", type=float, default=None)
     p.add_argument("--lora-dropout", type=float, default=0.1)
@@ -52,6 +55,17 @@ def parse_args():
     p.add_argument("--phase-warmup", type=int, default=5)
     p.add_argument("--ops", action="store_true", help="with --phase-profile: also a torch.profiler operator table")
     return p.parse_args()
+
+
+def macro_f1(predicted: np.ndarray, labels: np.ndarray, classes: int) -> float:
+    """Mean F1 over the training labels (0 for a label never predicted nor present), as sklearn's
+    f1_score(average="macro", labels=range(classes), zero_division=0) computes it, without importing sklearn."""
+    scores = []
+    for c in range(classes):
+        hits = int(((predicted == c) & (labels == c)).sum())
+        guessed, actual = int((predicted == c).sum()), int((labels == c).sum())
+        scores.append(2 * hits / (guessed + actual) if guessed + actual else 0.0)
+    return float(np.mean(scores))
 
 
 def main():
@@ -85,6 +99,8 @@ def main():
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     extra = {"train_sampling_strategy": "group_by_length"} if args.mode == "dynamic" else {}
+    if args.bf16:
+        extra.update(bf16=True, use_cpu=True)
     training_args = TrainingArguments(
         output_dir="/tmp/tunesmith-bench-peer", per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.eval_batch_size,
         learning_rate=args.lr, num_train_epochs=args.epochs, seed=args.seed, report_to=[], save_strategy="no",
@@ -92,7 +108,8 @@ def main():
     collator = default_data_collator if args.mode == "pad128" else DataCollatorWithPadding(tokenizer)
 
     def accuracy(prediction):
-        return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
+        predicted, labels = np.argmax(prediction.predictions, -1), prediction.label_ids
+        return {"accuracy": float((predicted == labels).mean()), "macro_f1": macro_f1(predicted, labels, len(names))}
 
     callbacks = []
     timer = None
@@ -118,9 +135,9 @@ def main():
     scores = trainer.evaluate()
     eval_s = time.perf_counter() - started
     tokens = real_tokens * args.epochs
-    result = {"mode": args.mode, "lora_rank": args.lora_rank, "n_train": len(train_set), "n_test": len(test_set), "epochs": args.epochs,
+    result = {"mode": args.mode, "bf16": args.bf16, "lora_rank": args.lora_rank, "n_train": len(train_set), "n_test": len(test_set), "epochs": args.epochs,
               "train_s": round(train_s, 2), "eval_s": round(eval_s, 2), "job_s_inside": round(time.perf_counter() - STARTED, 2),
-              "accuracy": scores["eval_accuracy"], "tokens": tokens, "tokens_per_second": round(tokens / train_s, 1),
+              "accuracy": scores["eval_accuracy"], "macro_f1": scores["eval_macro_f1"], "tokens": tokens, "tokens_per_second": round(tokens / train_s, 1),
               "trainable": trainable, "optimizer": training_args.optim.value,
               "torch_threads": torch.get_num_threads(), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     print(json.dumps(result))

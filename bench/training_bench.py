@@ -19,13 +19,14 @@ from common import (RESULTS, alternate, count_rows, data_split, machine, median,
 class Arm:
     name: str
     side: str                     # "tunesmith" or "peer"
-    flags: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # `tunesmith train` flags, or peer_trainer.py flags (--bf16)
     peer_mode: str | None = None  # pad128 | dynamic
 
 
 def add_common_options(parser: argparse.ArgumentParser, lr: float) -> None:
-    parser.add_argument("--quick", action="store_true", help="3,000 training examples, 1 epoch, the dynamic peer only: a few minutes")
+    parser.add_argument("--quick", action="store_true", help="3,000 training examples, 1 epoch, the Trainer's best practice only: a few minutes")
     parser.add_argument("--train-examples", type=int, help="a fixed random subset of train.csv (default: all 9,808)")
+    parser.add_argument("--test-examples", type=int, help="a fixed stratified subset of test.csv (default: all 2,000; fewer only to try the script out)")
     parser.add_argument("--epochs", type=float, help="default 3 (1 with --quick)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=lr)
@@ -50,7 +51,8 @@ def run_arm(arm: Arm, args, data: dict, round_: int, extra_peer: list[str]) -> d
     else:
         out = RESULTS / "runs" / f"{tag}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        job = run_job(tag, peer_command(arm.peer_mode, data, out, args.epochs, args.batch_size, args.lr, args.seed, args.max_length, extra_peer))
+        command = peer_command(arm.peer_mode, data, out, args.epochs, args.batch_size, args.lr, args.seed, args.max_length, extra_peer + arm.flags)
+        job = run_job(tag, command)
         job.update(json.loads(out.read_text()))
     print(f"  {tag}: whole job {job['wall_s']:.1f} s, train {job['train_s']:.1f} s, {job['tokens_per_second']:,.0f} tokens/s, "
           f"accuracy {job['accuracy']:.4f}, peak {job['peak_rss_mb']:,.0f} MB (load {job['load_before']})", flush=True)
@@ -67,7 +69,7 @@ def summarise(arm: Arm, jobs: list[dict], flops_per_token: float | None, matmul_
 
 def compare(scenario: str, arms: list[Arm], args, extra_peer: list[str] = ()) -> dict:
     settle(args)
-    data = data_split(args.train_examples, args.seed)
+    data = data_split(args.train_examples, args.seed, args.test_examples)
     host = machine()
     rate = host["matmul_gflops"]["fp32_2048"]
     print(f"{scenario}: {count_rows(data['train']):,} training examples x {args.epochs:g} epochs, batch {args.batch_size}, lr {args.lr:g}, "

@@ -62,4 +62,5 @@ def reviews_csv(tmp_path) -> Path:
 def tiny_options(tiny_model) -> dict:
     """Options for a run that takes seconds on the tiny model."""
     return {"model": str(tiny_model), "epochs": 8, "batch_size": 16, "lr": 3e-3, "eval_batch_size": 64,
-            "early_stopping": 0, "checkpoint_every": 0, "threads": 2}
+            "early_stopping": 0, "checkpoint_every": 0, "threads": 2, "refit": "off",
+            "precision": "fp32"}  # exact arithmetic checks; bf16 runs are tested on their own

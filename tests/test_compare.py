@@ -14,7 +14,7 @@ from tunesmith.errors import TunesmithError
 
 def compare_args(data, model, out, methods: str, *extra) -> list[str]:
     return ["compare", str(data), "--methods", methods, "--model", str(model), "--epochs", "2", "--batch-size", "16",
-            "--lr", "3e-3", "--early-stopping", "0", "--checkpoint-every", "0", "--out", str(out), *extra]
+            "--lr", "3e-3", "--early-stopping", "0", "--checkpoint-every", "0", "--refit", "off", "--out", str(out), *extra]
 
 
 def read_run(run_dir) -> tuple[dict, dict]:
@@ -40,7 +40,7 @@ def test_compare_writes_the_table_and_plot_then_reuses_resumes_and_reports_failu
         assert row.peak_memory_mb == metrics["peak_memory_mb"]
         assert row.val_accuracy == pytest.approx(metrics["validation"]["accuracy"])
         assert row.test_accuracy == pytest.approx(metrics["test"]["accuracy"])
-        assert metrics["test"]["examples"] == 40 and metrics["validation"]["examples"] == 16  # the same split for every method
+        assert metrics["test"]["examples"] == 40 and metrics["validation"]["examples"] == 32  # the same split for every method
     full, freeze = table.iloc[0], table.iloc[1]
     assert full.trainable_params == full.total_params and freeze.trainable_params < freeze.total_params
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -187,8 +187,8 @@ def test_load_labeled_data_infers_splits_and_maps_labels(tmp_path):
     toy_reviews(20, seed=5).to_csv(tmp_path / "test.csv", index=False)
     data = load_labeled_data(DataConfig(data=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv")), seed=1)
     assert (data.text_column, data.label_column, data.label_names) == ("review", "sentiment", ["neg", "pos"])
-    assert (len(data.train), len(data.validation), len(data.test)) == (90, 10, 20)
-    assert data.validation["label"].value_counts().tolist() == [5, 5]  # stratified
+    assert (len(data.train), len(data.validation), len(data.test)) == (80, 20, 20)  # 10% raised to min(50, 20% of 100)
+    assert data.validation["label"].value_counts().tolist() == [10, 10]  # stratified
     assert set(data.train["label"]) == {0, 1} and data.train["label"].dtype == np.int64
     again = load_labeled_data(DataConfig(data=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv")), seed=1)
     assert again.validation.equals(data.validation)  # seeded
@@ -211,7 +211,7 @@ def test_unseen_labels_in_the_test_file_are_refused(tmp_path):
 
 def test_stratified_split_with_rare_classes():
     table = pd.DataFrame({"text": [f"t{i}" for i in range(10)], "label": ["a"] * 8 + ["b", "c"]})
-    rest, held = stratified_split(table, 0.2, seed=0)  # classes of one example: no stratification, still a split
-    assert len(rest) + len(held) == 10 and len(held) == 3
+    rest, held = stratified_split(table, 0.2, seed=0)  # exactly 20%; the classes of one example stay in training
+    assert len(rest) + len(held) == 10 and len(held) == 2 and set(held["label"]) == {"a"} and set(rest["label"]) == {"a", "b", "c"}
     with pytest.raises(TunesmithError, match="too few to hold out"):
         stratified_split(pd.DataFrame({"text": ["x", "y"], "label": ["a", "b"]}), 0.5, seed=0)

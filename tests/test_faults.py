@@ -19,7 +19,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.train.checkpoint import list_checkpoints
 
 # 144 train examples, batch 16: 9 steps an epoch
-OPTIONS = dict(epochs=2, batch_size=16, lr=3e-3, early_stopping=0, threads=2)
+OPTIONS = dict(epochs=2, batch_size=16, lr=3e-3, early_stopping=0, threads=2, val_fraction=0.1, refit="off")
 
 
 def train(reviews_csv, tiny_model, out, **options):
@@ -87,7 +87,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tmp_
 
 def test_out_of_memory_with_one_example_per_micro_batch_is_a_clear_error(tmp_path, reviews_csv, tiny_model, monkeypatch):
     monkeypatch.setenv("TUNESMITH_FAULT", "oom-above=0")
-    with pytest.raises(TunesmithError, match="Out of memory at step 1 even with one example per micro-batch; lower --max-length"):
+    with pytest.raises(TunesmithError, match="Out of memory at step 1 even with one example per micro-batch; lower max_length="):
         train(reviews_csv, tiny_model, tmp_path / "run")
 
 

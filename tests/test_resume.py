@@ -24,7 +24,7 @@ from tunesmith.train.checkpoint import list_checkpoints
 
 # 86 train / 10 validation examples, batch 16: 6 steps an epoch, 18 in all; checkpoints at
 # steps 4, 6 (epoch end), 8, 12, 16 and 18; dropout on, so the RNG state must resume exactly.
-TRAIN_FLAGS = ["--epochs", "3", "--batch-size", "16", "--lr", "3e-3", "--early-stopping", "0", "--checkpoint-every", "4",
+TRAIN_FLAGS = ["--epochs", "3", "--val-fraction", "0.1", "--refit", "off", "--batch-size", "16", "--lr", "3e-3", "--early-stopping", "0", "--checkpoint-every", "4",
                "--keep-checkpoints", "2", "--threads", "1", "--seed", "7"]
 
 

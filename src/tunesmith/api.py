@@ -1,32 +1,112 @@
-"""The Python API: finetune() trains and returns a Run; load() opens a finished run folder."""
+"""The Python API: finetune() trains and returns a Run; load() opens a finished run folder.
+
+Errors raised to Python callers name keyword arguments (overwrite=True), not the CLI's flags
+(--overwrite): api_message translates them at this boundary. The CLI opens runs with for_cli=True
+and keeps its flags.
+"""
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .config import RunConfig
+from .config import SECTIONS, RunConfig, base_type, fields_of
 from .data.columns import clean_text, require_column
 from .data.read import read_table
 from .errors import TunesmithError
 from .job import finished_record, run_training
+from .rundir import RUN_LOCK, check_not_training
 from .tasks import get_task
 from .train.infer import predict_logits
+from .train.precision import autocast_for, choose_precision
 
+
+# -- errors in Python terms ------------------------------------------------------------------------
+
+# '--flag' and the value after it, if any: 'quoted', a number, a METAVAR or a bare word
+FLAG = re.compile(r"--(?P<flag>[a-z][a-z0-9-]*)(?: (?P<value>'[^']*'|-?[0-9][0-9.e+-]*|[A-Z]+\b|[a-z][a-z0-9_]*\b))?")
+BACKTICKED = re.compile(r"(`[^`]*`)")
+
+
+def keyword_options() -> dict[str, tuple[type, set]]:
+    """Keyword name -> (its type, the bare words it takes as values): RunConfig's fields and Run.export's merge."""
+    from .methods import METHODS
+
+    options = {name: (base_type(f), set(f.metadata.get("choices") or ())) for cls in SECTIONS.values() for name, f in fields_of(cls).items()}
+    return dict(options, method=(str, set(METHODS)), merge=(bool, set()))
+
+
+def api_message(message: str) -> str:
+    """A CLI-worded message in keyword-argument terms: '--overwrite' -> 'overwrite=True', '--lr' -> 'lr=...',
+    '--text-column' -> "text_column='...'", '--batch-size 32' -> 'batch_size=32', '--method lora' ->
+    "method='lora'". Flags that are no keyword argument and commands in backticks (they still work in a
+    shell) stay as they are."""
+    options = keyword_options()
+    return "".join(part if BACKTICKED.fullmatch(part) else FLAG.sub(lambda m: as_keyword(m, options), part)
+                   for part in BACKTICKED.split(message))
+
+
+def as_keyword(match: re.Match, options: dict) -> str:
+    name, value = match["flag"].replace("-", "_"), match["value"]
+    if name not in options:
+        return match[0]
+    kind, words = options[name]
+    placeholder = "True" if kind is bool else "'...'" if kind is str else "..."
+    if value is None or value.isupper():  # no value, or a metavar such as FILE
+        return f"{name}={placeholder}"
+    if kind is bool or (value[0].isalpha() and value not in words):  # the word after the flag is prose
+        return f"{name}={placeholder} {value}"
+    as_written = value.startswith("'") or kind is not str  # 'quoted' already, or a number
+    return f"{name}={value if as_written else repr(value)}"
+
+
+@contextlib.contextmanager
+def python_terms():
+    """Re-raise a TunesmithError with its message in keyword-argument terms (also a decorator)."""
+    try:
+        yield
+    except TunesmithError as exc:
+        translated = copy.copy(exc)
+        translated.args = (api_message(str(exc)),)
+        raise translated.with_traceback(exc.__traceback__) from None
+
+
+def keyword_errors(method):
+    """A Run method whose errors are in keyword-argument terms, unless the CLI opened the run."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with contextlib.nullcontext() if self.for_cli else python_terms():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+# -- runs -------------------------------------------------------------------------------------------
 
 class Run:
-    """A finished fine-tune: its folder, metrics, and a model ready to predict."""
+    """A finished fine-tune: its folder, metrics, and a model ready to predict.
 
-    def __init__(self, path: str | Path, device: str = "cpu"):
-        self.path = Path(path)
+    for_cli=True (the `tunesmith` command) keeps the CLI's flags in error messages."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", for_cli: bool = False):
+        self.path, self.for_cli = Path(path), for_cli
+        self.device = torch.device(device)
+        self._model = self._tokenizer = None
+        self._open()
+
+    @keyword_errors
+    def _open(self) -> None:
+        check_not_training(self.path)  # a live run's folder is not a finished one yet
         self.record = finished_record(self.path)
         self.config = RunConfig.from_yaml(self.path / "config.yaml")
         self.task = get_task(self.record["task"])(self.record["label_names"])
-        self.device = torch.device(device)
-        self._model = self._tokenizer = None
 
     @property
     def metrics(self) -> dict:
@@ -44,8 +124,11 @@ class Run:
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.path)
             self._model = load_run_model(self.path, self.record, self.config).to(self.device).eval()
+            # prediction runs in the precision training would pick on this machine (the same cached measurement)
+            self._precision, _ = choose_precision(self.config.train.precision, self.device, self._model)
         return self._model, self._tokenizer
 
+    @keyword_errors
     def predict(self, texts, pairs=None) -> list[dict]:
         """[{'label': 'fresh', 'score': 0.97, 'scores': {...}}, ...] for each text."""
         if isinstance(texts, str):
@@ -63,9 +146,11 @@ class Run:
         model, tokenizer = self._load()
         features = self.task.encode(tokenizer, table, self.config.model.max_length)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        logits, _ = predict_logits(model, self.task, features, self.config.train.eval_batch_size, pad_id, self.device)
+        logits, _ = predict_logits(model, self.task, features, self.config.train.eval_batch_size, pad_id, self.device,
+                                   autocast_for(self._precision, self.device))
         return logits
 
+    @keyword_errors
     def read(self, path, text_column: str | None = None, with_labels: bool = False) -> pd.DataFrame:
         """A file's texts (and labels) in this run's column names, checked."""
         raw = read_table(path, self.config.data.encoding, role="input")
@@ -75,16 +160,19 @@ class Run:
             pair = require_column(raw, self.record["text_pair_column"], path, "--text-pair-column")
             table["text_pair"] = clean_text(raw, pair, path)
         if with_labels:
-            from .data.columns import clean_labels
+            from .data.columns import clean_labels, match_training_spellings
 
             label = require_column(raw, self.record["label_column"], path, "--label-column")
-            names = clean_labels(raw, label, path)
+            names = clean_labels(raw, label, path, keep_spelling=self.config.data.keep_label_spelling)
+            if not self.config.data.keep_label_spelling:
+                names = match_training_spellings(names, self.label_names)
             unseen = sorted(set(names) - set(self.label_names))
             if unseen:
                 raise TunesmithError(f"'{path}' has labels this model never saw in training ({', '.join(map(repr, unseen[:5]))}); it knows {', '.join(map(repr, self.label_names[:10]))}.")
             table["label"] = names.map({n: i for i, n in enumerate(self.label_names)}).astype("int64")
         return table, raw
 
+    @keyword_errors
     def predict_file(self, path, out=None, text_column: str | None = None) -> pd.DataFrame:
         """The input rows with prediction, confidence and per-label probabilities added."""
         table, raw = self.read(path, text_column)
@@ -101,19 +189,22 @@ class Run:
             tmp.replace(out)
         return result
 
+    @keyword_errors
     def evaluate(self, path, text_column: str | None = None) -> dict:
         """Metrics on a labeled file (same label column as training)."""
         table, _ = self.read(path, text_column, with_labels=True)
         return self.task.score(self._logits(table), table["label"].to_numpy())
 
+    @keyword_errors
     def save(self, path: str | Path) -> Path:
         """Copy the run folder (model, config, metrics, plots) to path."""
         target = Path(path)
         if target.exists():
             raise TunesmithError(f"'{target}' already exists; choose a new folder to save the run to.")
-        shutil.copytree(self.path, target, ignore=shutil.ignore_patterns("checkpoints"))
+        shutil.copytree(self.path, target, ignore=shutil.ignore_patterns("checkpoints", RUN_LOCK))
         return target
 
+    @keyword_errors
     def export(self, out: str | Path, merge: bool = False) -> dict:
         """Write the model to a new folder; merge=True folds a LoRA/DoRA/IA3 adapter into a plain model."""
         from .export import export_run
@@ -125,6 +216,7 @@ class Run:
         return f"Run('{self.path}', method={self.record['method']}, accuracy={test})"
 
 
+@python_terms()
 def finetune(data: str, console=None, **options) -> Run:
     """Fine-tune on a file or bundled dataset name; options are RunConfig fields (lr=..., method=...)."""
     from rich.console import Console

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from .config import SECTIONS, RunConfig, base_type, fields_of
-from .errors import TunesmithError
+from .errors import TunesmithError, did_you_mean
 
 COMMANDS = {}
+PIPE_WIDTH = 1000  # stdout is a pipe or file: lines and tables as wide as they are, not cut to rich's 80 columns
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader closed early
+SUMMARY_METRICS = ("accuracy", "macro_f1", "mcc", "loss")
 
 
 def command(name: str, help: str):
@@ -29,11 +34,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             flag = "--" + name.replace("_", "-")
             kind = base_type(f)
             default = f" (default: {f.default})" if f.default is not None else ""  # None: the help says what happens
+            help_text = f.metadata["help"].replace("%", "%%")  # argparse %-formats help texts ("10%" would crash --help)
             if kind is bool:
-                group.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=f.metadata["help"])
+                group.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
             else:
-                group.add_argument(flag, type=str, default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
-                                   help=f"{f.metadata['help']}{default}")
+                group.add_argument(flag, type=str, default=argparse.SUPPRESS, metavar=kind.__name__.upper(), help=f"{help_text}{default}")
 
 
 def config_from_args(args) -> RunConfig:
@@ -47,9 +52,13 @@ def config_from_args(args) -> RunConfig:
 
 
 def console():
+    """stdout's console: a terminal's own width; in a pipe or file, COLUMNS when set, else PIPE_WIDTH."""
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False)
+    out = Console(stderr=False, highlight=False)
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out.width = PIPE_WIDTH
+    return out
 
 
 @command("train", "fine-tune a base model on a labeled file or bundled dataset")
@@ -69,17 +78,12 @@ def cmd_train(args) -> int:
 
 
 def print_summary(out, run_dir, metrics: dict) -> None:
-    from rich.table import Table
+    from .compare import print_fitted_table
 
-    table = Table(title=f"Results ({run_dir})")
-    table.add_column("split")
-    for key in ("accuracy", "macro_f1", "mcc", "loss"):
-        table.add_column(key, justify="right")
-    for split in ("validation", "test"):
-        m = metrics.get(split)
-        if m:
-            table.add_row(split, *(f"{m[k]:.4f}" if k in m else "-" for k in ("accuracy", "macro_f1", "mcc", "loss")))
-    out.print(table)
+    splits = [split for split in ("validation", "test") if metrics.get(split)]
+    if splits:
+        print_fitted_table(out, lambda keys, titled: results_table(keys, splits, metrics, f"Results ({run_dir})" if titled else None),
+                           ["split", *SUMMARY_METRICS])
     t = metrics["train"]
     out.print(f"Trained {t['steps']} steps ({t['epochs']} epochs) in {t['seconds']:.1f} s, {t['tokens_per_second']:,.0f} tokens/s; "
               f"{metrics['parameters']['trainable']:,} of {metrics['parameters']['total']:,} parameters trained; "
@@ -87,7 +91,33 @@ def print_summary(out, run_dir, metrics: dict) -> None:
     if t.get("flop_utilisation") is not None:
         out.print(f"Throughput: {t['achieved_gflops']:,.1f} model GFLOP/s ({t['flops_per_token'] / 1e6:,.1f} MFLOP a token), "
                   f"{t['flop_utilisation']:.0%} of the {t['matmul_gflops']:,.0f} GFLOP/s this machine's matmul reached just now.")
-    out.print(f"Model, metrics.json, curves.png and test_predictions.csv are in {run_dir}. Try: tunesmith predict {run_dir} \"some text\"")
+    out.print(outputs_line(run_dir, metrics))
+
+
+def results_table(keys: list[str], splits: list[str], metrics: dict, title: str | None):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for key in keys:
+        table.add_column(key, justify="left" if key == "split" else "right", overflow="fold")
+    for split in splits:
+        m = metrics[split]
+        table.add_row(*(split if k == "split" else f"{m[k]:.4f}" if m.get(k) is not None else "-" for k in keys))
+    return table
+
+
+def written_outputs(run_dir) -> list[str]:
+    """The run folder's outputs that exist, as the summary names them."""
+    run_dir = Path(run_dir)
+    model = ["Model"] if any(run_dir.glob("*.safetensors")) else []
+    return model + [name for name in ("metrics.json", "curves.png", "test_predictions.csv") if (run_dir / name).is_file()]
+
+
+def outputs_line(run_dir, metrics: dict) -> str:
+    names = written_outputs(run_dir)
+    listed = f"{', '.join(names[:-1])} and {names[-1]} are" if len(names) > 1 else f"{names[0]} is" if names else "Its files are"
+    no_test = "" if metrics.get("test") else " (no test file: pass --test FILE to score one)"
+    return f"{listed} in {run_dir}{no_test}. Try: tunesmith predict {run_dir} \"some text\""
 
 
 @command("compare", "train several methods on the same data, split and seed; one table and plot")
@@ -104,9 +134,9 @@ def cmd_compare(args) -> int:
 
 @command("predict", "label new texts with a finished run")
 def cmd_predict(args) -> int:
-    from .api import load
+    from .api import Run
 
-    run = load(args.run)
+    run = Run(args.run, for_cli=True)
     if args.file:
         result = run.predict_file(args.file, args.out, args.text_column)
         if args.out:
@@ -123,9 +153,9 @@ def cmd_predict(args) -> int:
 
 @command("eval", "score a finished run on a labeled file")
 def cmd_eval(args) -> int:
-    from .api import load
+    from .api import Run
 
-    metrics = load(args.run).evaluate(args.file, args.text_column)
+    metrics = Run(args.run, for_cli=True).evaluate(args.file, args.text_column)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -137,9 +167,9 @@ def cmd_eval(args) -> int:
 
 @command("export", "write a finished run's model to a folder; --merge folds an adapter into a plain model")
 def cmd_export(args) -> int:
-    from .api import load
+    from .api import Run
 
-    result = load(args.run).export(args.out, merge=args.merge)
+    result = Run(args.run, for_cli=True).export(args.out, merge=args.merge)
     done = {"plain": "a plain model; load it with transformers' AutoModelForSequenceClassification or pipeline",
             "peft": "the PEFT adapter; load it with peft's PeftModel on the base model, or export with --merge for a plain model",
             "bottleneck": "the bottleneck adapter (bottleneck_adapter.json + .safetensors on top of the base model; tunesmith loads it)"}
@@ -175,11 +205,40 @@ def cmd_methods(args) -> int:
     return 0
 
 
+class TunesmithParser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 2 instead of the usage dump:
+    'error: unknown option --epocs. Did you mean --epochs?'."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}  # name -> its subparser, for the options it knows
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # a subcommand's stray arguments reach the top parser: it names the subcommand's options
+            command = self.commands.get(getattr(parsed, "command", None), self)
+            self.exit(2, f"error: {stray_argument_message(extras, command)}\n")
+        return parsed
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
+
+
+def stray_argument_message(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """About the first argument the command does not take, with the closest option it does."""
+    flag = next((e.split("=", 1)[0] for e in extras if e.startswith("-")), None)
+    if flag is None:
+        return f"unexpected argument {extras[0]!r}; see `{parser.prog} --help`."
+    options = [s for action in parser._actions for s in action.option_strings if s not in ("-h", "--help")]
+    hint = did_you_mean(flag, options, flags=True)
+    return f"unknown option {flag}.{hint}" if hint else f"unknown option {flag}; see `{parser.prog} --help` for the options."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune a pre-trained model on your labeled data.")
+    parser = TunesmithParser(prog="tunesmith", description="Fine-tune a pre-trained model on your labeled data.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (fn, help) in COMMANDS.items():
-        p = sub.add_parser(name, help=help, description=help)
+        p = parser.commands[name] = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=fn)
         if name == "train":
             p.add_argument("data", nargs="?", help="training file (CSV/TSV/JSON/JSONL/Parquet) or bundled dataset name")
@@ -212,8 +271,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Exit codes: 0 done, 1 a compared method failed, 2 bad input, 130 interrupted, 141 the reader of
+    stdout closed early (`tunesmith predict RUN --file x.csv | head -1`), as a shell reports SIGPIPE."""
+    try:
+        code = run_command(argv)
+        sys.stdout.flush()  # here, not at exit: a closed pipe then ends quietly instead of with "Exception ignored"
+        return code
+    except BrokenPipeError:
+        silence_stdout()
+        return SIGPIPE_EXIT
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's own flush at exit does not fail on the closed pipe."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is no real file (a test's capture)
+        pass
+
+
+def run_command(argv) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a one-line argparse error (2), or --help (0)
+        return int(exc.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -166,6 +166,7 @@ def compare(base: RunConfig, methods: list[str], method_options: dict[str, dict]
         result = run_method(cfg, out, base.output.overwrite, console)
         result.lr = cfg.train.lr
         comparison.results.append(result)
+    comparison.metric = chosen_metric(comparison)
     rows = table_rows(comparison)
     write_csv(rows, out / "comparison.csv")
     write_markdown(rows, base, method_options or {}, out / "comparison.md")
@@ -176,6 +177,16 @@ def compare(base: RunConfig, methods: list[str], method_options: dict[str, dict]
     for r in comparison.failed:
         console.print(f"[red]{r.method} failed[/red]: {r.message}")
     return comparison
+
+
+def chosen_metric(comparison: Comparison) -> str:
+    """The metric the runs picked their weights by: --metric, or what `auto` chose for this data (the same for every method)."""
+    if comparison.metric != "auto":
+        return comparison.metric
+    for r in comparison.results:
+        if r.ok:
+            return RunConfig.from_yaml(r.run_dir / "config.yaml").train.metric
+    return "accuracy"
 
 
 def train_seconds(metrics: dict) -> float:
@@ -242,15 +253,44 @@ def shown_columns(rows: list[dict]) -> list[str]:
 
 
 def print_table(rows: list[dict], console, title: str) -> None:
+    print_fitted_table(console, lambda keys, titled: comparison_table(rows, keys, title if titled else None), shown_columns(rows))
+
+
+def comparison_table(rows: list[dict], keys: list[str], title: str | None):
     from rich import box
     from rich.table import Table
 
     table = Table(title=title, box=box.SIMPLE_HEAD)
-    for key in shown_columns(rows):
-        table.add_column(header(key, sep="\n"), justify="left" if key in ("method", "status") else "right")
+    for key in keys:
+        table.add_column(header(key, sep="\n"), justify="left" if key in ("method", "status") else "right", overflow="fold")
     for row in rows:
-        table.add_row(*(cell(k, row[k]) for k in shown_columns(rows)), style="red" if row["status"] == "failed" else None)
-    console.print(table)
+        table.add_row(*(cell(k, row[k]) for k in keys), style="red" if row["status"] == "failed" else None)
+    return table
+
+
+def print_fitted_table(console, make_table, keys: list[str]) -> None:
+    """Print make_table(keys, titled) within the console's width, never cutting a cell: a table too wide for it
+    is printed as several, each repeating the first column (as pandas wraps a wide frame), so every number
+    stays whole on one line; only a single column wider than the console folds its cells."""
+    for i, block in enumerate(column_blocks(console, make_table, keys)):
+        console.print(make_table([keys[0], *block], i == 0))
+
+
+def column_blocks(console, make_table, keys: list[str]) -> list[list[str]]:
+    """keys[1:] in consecutive groups, each as many as fit beside keys[0] in the console's width."""
+    blocks: list[list[str]] = [[]]
+    for key in keys[1:]:
+        if blocks[-1] and natural_width(console, make_table([keys[0], *blocks[-1], key], False)) > console.width:
+            blocks.append([])
+        blocks[-1].append(key)
+    return blocks
+
+
+def natural_width(console, table) -> int:
+    """The table's width with no limit on it (a measurement is capped at the width it is given)."""
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(10**6), table).maximum
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -266,7 +306,8 @@ def write_markdown(rows: list[dict], base: RunConfig, method_options: dict, path
     overrides = "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for m, o in method_options.items() if o)
     lines = [f"# Fine-tuning methods compared on {base.data.data}", "",
              f"Base model {base.model.model}; every method on the same split and seed ({base.train.seed}); "
-             f"{base.train.epochs:g} epochs, batch size {base.train.batch_size}, "
+             + (f"{base.train.epochs:g} epochs" if base.train.epochs is not None else "epochs chosen from the data size (each run's config.yaml)")
+             + f", batch size {base.train.batch_size}, "
              + (f"lr {base.train.lr:g}" if base.train.lr is not None else "each method's default lr (in the table)")
              + (f"; per method: {overrides}." if overrides else "."),
              "Train time is the training loop plus computing cached frozen-layer outputs (not loading or the final scoring); peak memory is the training process's (RSS on CPU, allocated on GPU).", "",

@@ -30,10 +30,14 @@ class DataConfig:
     text_pair_column: str | None = option(None, "second text column for sentence-pair tasks (optional)")
     label_column: str | None = option(None, "column holding the label (inferred when not given)")
     validation: str | None = option(None, "validation file; when not given a stratified split is made")
-    val_fraction: float = option(0.1, "fraction of the training data held out for validation when no validation file is given (0 = none)", min=0.0, max=0.5)
+    val_fraction: float | None = option(None, "fraction of the training data held out for validation when no validation file is given "
+                                              "(default: 10%, stratified, raised to min(50 rows, 20%) and to one per label within 20%, at most 2,000; 0 = none)",
+                                        min=0.0, max=0.5)
     test: str | None = option(None, "test file, scored once at the end")
     encoding: str | None = option(None, "text encoding of the data files (default UTF-8; UTF-16 is detected by its byte-order mark)")
-    max_train_examples: int | None = option(None, "use at most this many training examples (a quick trial)", min=1)
+    max_train_examples: int | None = option(None, "use at most this many training examples, sampled per label (a quick trial)", min=1)
+    keep_label_spelling: bool = option(False, "keep labels that differ only in case or surrounding spaces ('Positive', 'positive ') as separate "
+                                              "classes (default: merged into the most common spelling, with a note)")
 
 
 @dataclass
@@ -63,7 +67,12 @@ class MethodConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = option(3.0, "passes over the training data", min=0.01, max=1000)
+    epochs: float | None = option(None, "passes over the training data (default: chosen from the data size, printed: 3, or more on small data "
+                                        "so that training gets at least 300 optimizer steps, at most 20 epochs; early stopping ends it sooner)",
+                                  min=0.01, max=1000)
+    refit: str = option("auto", "after training with a validation split held out of the training data, train again on training + validation "
+                                "data for the epochs that scored best (auto: on up to 3,000 training examples), as AutoGluon's refit does",
+                        choices=["auto", "on", "off"])
     batch_size: int = option(32, "examples per optimizer step (micro-batch x gradient accumulation)", min=1, max=65536)
     grad_accum: int = option(1, "gradient accumulation: micro-batches per optimizer step", min=1, max=1024)
     eval_batch_size: int = option(128, "examples per batch during evaluation and prediction", min=1)
@@ -72,10 +81,13 @@ class TrainConfig:
     warmup_ratio: float = option(0.06, "fraction of steps spent warming the learning rate up linearly", min=0.0, max=0.5)
     max_grad_norm: float = option(1.0, "clip the gradient norm to this (0 = no clipping)", min=0.0)
     early_stopping: int = option(2, "stop after this many evaluations without improvement, restoring the best weights (0 = off)", min=0)
-    metric: str = option("accuracy", "validation metric that picks the best weights", choices=["accuracy", "macro_f1", "mcc", "loss"])
+    metric: str = option("auto", "validation metric that picks the best weights (auto: accuracy, or macro_f1 when the largest class has 3x "
+                                 "the examples of the smallest)", choices=["auto", "accuracy", "macro_f1", "mcc", "loss"])
     evals_per_epoch: int = option(1, "validation passes per epoch", min=1, max=100)
     seed: int = option(42, "random seed for splits, initialisation and data order", min=0)
-    precision: str = option("auto", "numeric precision: auto (bf16 autocast on GPUs that support it, else fp32), fp32 or bf16", choices=["auto", "fp32", "bf16"])
+    precision: str = option("auto", "numeric precision of training, evaluation and prediction: auto (bf16 autocast on GPUs that support it; on a "
+                                    "CPU only where a measurement at the model's shapes shows bf16 clearly faster, cached per machine), fp32 or bf16",
+                            choices=["auto", "fp32", "bf16"])
     device: str = option("auto", "auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = option(500, "write a checkpoint every this many optimizer steps (and at each epoch end; 0 = epoch ends only)", min=0)
     keep_checkpoints: int = option(2, "how many recent checkpoints to keep besides the best", min=1)

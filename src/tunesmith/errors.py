@@ -13,13 +13,17 @@ class RunInterrupted(TunesmithError):
     exit_code = 130
 
 
-def did_you_mean(name: str, choices) -> str:
-    """A ' Did you mean ...?' hint with the closest choices, or ''."""
+def did_you_mean(name: str, choices, flags: bool = False) -> str:
+    """A ' Did you mean ...?' hint with the closest choices, or ''. flags=True: the names are command-line
+    options, matched without their leading dashes (every one has them) and shown unquoted."""
     import difflib
 
     choices = [str(c) for c in choices]
-    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
+    bare = {c.lstrip("-") if flags else c: c for c in choices}
+    name = str(name).lstrip("-") if flags else str(name)
+    close = difflib.get_close_matches(name, list(bare), n=3, cutoff=0.5)
     if not close:
-        lowered = {c.lower(): c for c in choices}
-        close = [lowered[n] for n in difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.5)]
-    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        lowered = {c.lower(): c for c in bare}
+        close = [lowered[n] for n in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)]
+    shown = [bare[c] if flags else repr(c) for c in close]
+    return f" Did you mean {' or '.join(shown)}?" if close else ""

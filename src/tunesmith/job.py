@@ -5,12 +5,15 @@ is checked before the first training step.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
 import resource
 import shutil
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -19,18 +22,21 @@ import torch
 from .assets.resolve import load_pretrained, resolve_model_source
 from .config import RunConfig
 from .data import load_labeled_data
+from .diagnostics import per_class_recall, prediction_warnings
 from .errors import TunesmithError
 from .methods import adapt_model, get_method, resolve_learning_rate
 from .methods.groups import count_parameters
 from .perf import compute_dtype, freeze_word_embeddings, measure_matmul_rate, throughput, training_flops_per_token
 from .report.plots import plot_curves
-from .rundir import default_run_dir, prepare_run_dir, read_record, write_record
+from .rundir import default_run_dir, hold_run_lock, prepare_run_dir, read_record, write_record
 from .tasks import get_task
-from .train.checkpoint import atomic_write_text
+from .train.checkpoint import atomic_write_text, list_checkpoints
 from .train.events import ProgressPrinter
 from .train.fit import fit, make_accelerator
 from .train.frozen_cache import TopOfModel, prepare_fit_inputs
 from .train.infer import predict_logits
+from .train.plan import IMBALANCE_RATIO, refit_epochs, resolve_training_choices
+from .train.precision import autocast_for, choose_precision
 
 TASK = "text-classification"
 
@@ -54,91 +60,176 @@ def peak_memory_mb() -> float:
 
 def run_training(cfg: RunConfig, console) -> tuple[Path, dict]:
     """Train as configured; returns the finished run folder and its metrics."""
+    with ExitStack() as stack:  # holds the run folder's lock from the preflight's end to the last file written
+        return train_in_run_folder(cfg, console, stack)
+
+
+def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path, dict]:
     job_started = time.perf_counter()
     resolve_learning_rate(cfg.validate())
     method = get_method(cfg.method.method)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    run_dir = Path(cfg.output.out or default_run_dir(cfg.data.data or "run"))
+    run_dir = (Path(cfg.output.out) if cfg.output.out
+               else default_run_dir(cfg.data.data or "run", cfg.output.resume, cfg.output.overwrite, say=console.print))
     cfg.output.out = str(run_dir)
 
-    # -- preflight: data in full, model, output folder ------------------------------------
+    # -- preflight: data in full, training choices, model, output folder ------------------
     data = load_labeled_data(cfg.data, cfg.train.seed)
     console.print(f"Data: {data.describe()}; text column '{data.text_column}', label column '{data.label_column}'.")
+    for note in data.notes:
+        console.print(f"Note: {note}")
+    refit, choices = resolve_training_choices(cfg, len(data.train), data.validation_from_split and data.validation is not None,
+                                              data.imbalance_ratio)
+    for reason in choices.reasons:
+        console.print(reason)
     source = resolve_model_source(cfg.model.model)
     from transformers import AutoTokenizer
 
     tokenizer = load_pretrained(AutoTokenizer, source, cfg.model)
     task = get_task(TASK)(data.label_names)
-    torch.manual_seed(cfg.train.seed)
-    model = task.build_model(source, cfg.model)
+    model, groups = build_adapted_model(task, source, cfg)
     resume_from = prepare_run_dir(run_dir, cfg.output, expected_bytes=expected_run_bytes(model, cfg))
+    stack.enter_context(hold_run_lock(run_dir))  # after prepare_run_dir, which may empty and create the folder
+    previous = read_record(run_dir) if cfg.output.resume else None
     if cfg.output.resume:
         check_same_config(run_dir, cfg)
-
-    model, groups = adapt_model(model, cfg.method)  # the method decides what trains; the task head always does
-    if cfg.method.freeze_word_embeddings:
-        freeze_word_embeddings(model)
+    device = make_accelerator(cfg.train).device
+    # a resumed run keeps the precision it started with: a new measurement must not change its arithmetic
+    precision, why = (previous["precision"], "as the run started") if previous and previous.get("precision") else \
+        choose_precision(cfg.train.precision, device, model)
+    console.print(f"Precision: {why}.")
     trainable, total = count_parameters(model)
     console.print(f"Model: {cfg.model.model} ({total / 1e6:.1f}M parameters), method {method.name}: {trainable:,} trainable ({100 * trainable / total:.2f}%).")
 
     record = {"status": "running", "task": TASK, "method": method.name, "adapter": method.adapter, "base_model": cfg.model.model,
               "label_names": data.label_names, "text_column": data.text_column, "label_column": data.label_column,
-              "text_pair_column": data.text_pair_column, "sources": data.sources}
+              "text_pair_column": data.text_pair_column, "sources": data.sources, "precision": precision}
     write_record(run_dir, record)
-    atomic_write_text(run_dir / "config.yaml", rerunnable_config(cfg).to_yaml())
+    atomic_write_text(run_dir / "config.yaml", config_file_text(rerunnable_config(cfg), choices.reasons))
 
-    # -- train ----------------------------------------------------------------------------
+    # -- train: pick the epochs on validation, then (refit) train again on all the data ----
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encode = lambda table: task.encode(tokenizer, table, cfg.model.max_length) if table is not None else None  # noqa: E731
     train, validation, test = encode(data.train), encode(data.validation), encode(data.test)
-    callbacks = [ProgressPrinter(console, cfg.train.metric)]
-    if method.callbacks:
-        callbacks += method.callbacks(model, cfg.method, groups, cfg.train)
-    # frozen bottom layers run in eval mode and, where supported, their outputs are computed once
-    accelerator = make_accelerator(cfg.train)
-    frozen_throughout = 0 if method.callbacks else None  # a schedule that unfreezes groups runs uncached
-    inputs = prepare_fit_inputs(model, task, train, validation, groups, cfg, pad_id, console, accelerator.device,
-                                accelerator.autocast, frozen_throughout, disk_dir=run_dir)
-    result = fit(inputs.model, inputs.task, inputs.train, inputs.validation, cfg, run_dir, groups, callbacks, resume_from, pad_id)
-    model, state = result.model, result.state
-    if isinstance(model, TopOfModel):
-        model = model.model  # the real model shares the trained weights; it is what gets scored and saved
+    selection = read_selection(run_dir) if cfg.output.resume else None
+    if selection is None:
+        phase = train_phase(model, groups, task, train, validation, cfg, run_dir, resume_from, pad_id, precision, console, method)
+        selection = summarise_phase(phase, validation, task, cfg, pad_id, device, precision)
+        if refit:
+            atomic_write_text(run_dir / SELECTION_FILE, json.dumps(selection))
+    final = phase if not refit else None
+    if refit:
+        phase = model = groups = None  # the selection model is not kept: free it before building the next
+        epochs = refit_epochs(selection["best_step"], selection["steps"], selection["steps_per_epoch"])
+        console.print(f"Refit: training again on {len(data.train) + len(data.validation):,} examples (training + validation) "
+                      f"for {epochs:.3g} epochs, the length that scored best.")
+        all_data = encode(pd.concat([data.train, data.validation], ignore_index=True))
+        refit_cfg = copy.deepcopy(cfg)
+        refit_cfg.train.epochs, refit_cfg.train.early_stopping = epochs, 0
+        model, groups = build_adapted_model(task, source, cfg)
+        refit_dir = run_dir / "refit"
+        checkpoints = list_checkpoints(refit_dir / "checkpoints")
+        final = train_phase(model, groups, task, all_data, None, refit_cfg, refit_dir, checkpoints[-1] if checkpoints else None,
+                            pad_id, precision, console, method)
+    model, state, inputs = final.model, final.state, final.inputs
 
     # -- score and save -------------------------------------------------------------------
-    device = make_accelerator(cfg.train).device
-    metrics = {"validation": None, "test": None}
-    if result.best_scores is not None:  # the last validation pass scored these very weights
-        metrics["validation"] = result.best_scores
-    elif validation is not None:  # from the cached features when there are some: the frozen layers need not run again
-        logits, loss = predict_logits(inputs.model, inputs.task, inputs.validation, cfg.train.eval_batch_size, pad_id, device)
-        metrics["validation"] = task.score(logits, validation.labels, loss)
+    autocast = autocast_for(precision, device)
+    metrics = {"validation": selection["validation"], "test": None}
     if test is not None:
         started = time.perf_counter()
-        logits, loss = predict_logits(model, task, test, cfg.train.eval_batch_size, pad_id, device)
+        logits, loss = predict_logits(model, task, test, cfg.train.eval_batch_size, pad_id, device, autocast)
         metrics["test"] = task.score(logits, test.labels, loss)
         metrics["test"]["seconds"] = round(time.perf_counter() - started, 3)
         write_predictions(run_dir / "test_predictions.csv", data.test, task, logits)
-    metrics["train"] = {"examples": len(train), "steps": state.step, "epochs": round(state.step / state.steps_per_epoch, 3),
-                        "seconds": round(state.train_seconds, 2), "frozen_cache_seconds": round(inputs.cache_seconds, 2), "tokens": state.tokens,
-                        "tokens_per_second": round(state.tokens / max(state.train_seconds, 1e-9), 1),
-                        "best_step": state.best_step, "stopped": state.stop_reason or "completed",
+    train_seconds = state.train_seconds + inputs.cache_seconds + (selection["seconds"] if refit else 0.0)
+    tokens = state.tokens + (selection["tokens"] if refit else 0)
+    metrics["train"] = {"examples": len(inputs.train), "steps": state.step, "epochs": round(state.step / state.steps_per_epoch, 3),
+                        "seconds": round(state.train_seconds + (selection["seconds"] if refit else 0.0), 2),
+                        "frozen_cache_seconds": round(inputs.cache_seconds + (selection["cache_seconds"] if refit else 0.0), 2), "tokens": tokens,
+                        "tokens_per_second": round(tokens / max(train_seconds, 1e-9), 1), "precision": precision,
+                        "best_step": selection["best_step"], "stopped": selection["stopped"],
                         "skipped_batches": state.skipped_batches, "final_grad_accum": state.grad_accum}
-    # model FLOPs per token (cached frozen layers ran once, not per step) over the measured matmul rate
+    metrics["refit"] = ({"selection_examples": len(train), "selection_steps": selection["steps"], "selection_seconds": selection["seconds"],
+                         "best_step": selection["best_step"], "examples": len(inputs.train), "epochs": round(state.step / state.steps_per_epoch, 3),
+                         "steps": state.step, "seconds": round(state.train_seconds, 2)} if refit else None)
+    metrics["choices"] = choices.reasons
+    # model FLOPs per token (cached frozen layers ran once, not per step) over the matmul rate of the precision used
     flops = training_flops_per_token(model, groups, frozen_forward=not inputs.cached)["total"]
-    rate = measure_matmul_rate(device.type, compute_dtype(device, accelerator.mixed_precision))
-    metrics["train"].update(throughput(state.tokens, state.train_seconds, flops, rate))
+    rate = measure_matmul_rate(device.type, compute_dtype(precision))
+    metrics["train"].update(throughput(tokens, train_seconds, flops, rate))
     # gradual unfreezing trains more weights by the end than at the start
     metrics["parameters"] = {"trainable": trainable, "total": total, "trainable_at_end": count_parameters(model)[0]}
     metrics["peak_memory_mb"] = round(peak_memory_mb(), 1)
+    scored = "test" if metrics["test"] else "validation"
+    metrics["warnings"] = prediction_warnings(metrics[scored], scored)
     save_model(model, tokenizer, run_dir, method.adapter)
-    plot_curves(state.losses, state.history, cfg.train.metric, run_dir / "curves.png", title=f"{cfg.model.model} / {method.name} on {Path(cfg.data.data).name}")
+    plot_curves(selection["losses"], selection["history"], cfg.train.metric, run_dir / "curves.png",
+                title=f"{cfg.model.model} / {method.name} on {Path(cfg.data.data).name}")
     metrics["job_seconds"] = round(time.perf_counter() - job_started, 2)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     atomic_write_text(run_dir / "environment.json", json.dumps(dict(environment(device), seed=cfg.train.seed), indent=2))
     record["status"] = "done"
     write_record(run_dir, record)
+    if metrics[scored] and data.imbalance_ratio >= IMBALANCE_RATIO:
+        console.print(f"Per-label recall ({scored}): {per_class_recall(metrics[scored])}.")
+    for warning in metrics["warnings"]:
+        console.print(f"[bold yellow]Warning:[/bold yellow] {warning}")
     return run_dir, metrics
+
+
+SELECTION_FILE = "selection.json"  # the first phase of a refit run: how long to train, and its validation scores
+
+
+@dataclass
+class Phase:
+    model: torch.nn.Module
+    state: object
+    inputs: object
+    best_scores: dict | None
+
+
+def build_adapted_model(task, source, cfg):
+    """The task model from the base weights, seeded, with the method applied: the same every time."""
+    torch.manual_seed(cfg.train.seed)
+    model = task.build_model(source, cfg.model)
+    model, groups = adapt_model(model, cfg.method)  # the method decides what trains; the task head always does
+    if cfg.method.freeze_word_embeddings:
+        freeze_word_embeddings(model)
+    return model, groups
+
+
+def train_phase(model, groups, task, train, validation, cfg, run_dir: Path, resume_from, pad_id: int, precision: str, console, method) -> Phase:
+    """One fit(): frozen layers cached where they can be, then the loop."""
+    callbacks = [ProgressPrinter(console, cfg.train.metric)]
+    if method.callbacks:
+        callbacks += method.callbacks(model, cfg.method, groups, cfg.train)
+    accelerator = make_accelerator(cfg.train)
+    frozen_throughout = 0 if method.callbacks else None  # a schedule that unfreezes groups runs uncached
+    inputs = prepare_fit_inputs(model, task, train, validation, groups, cfg, pad_id, console, accelerator.device,
+                                autocast_for(precision, accelerator.device), frozen_throughout, disk_dir=run_dir)
+    result = fit(inputs.model, inputs.task, inputs.train, inputs.validation, cfg, run_dir, groups, callbacks, resume_from, pad_id, precision)
+    model = result.model.model if isinstance(result.model, TopOfModel) else result.model  # the real model shares the trained weights
+    return Phase(model, result.state, inputs, result.best_scores)
+
+
+def summarise_phase(phase: Phase, validation, task, cfg, pad_id: int, device, precision: str) -> dict:
+    """What the selection phase decided (plain JSON, so a resumed refit need not run it again)."""
+    scores = phase.best_scores  # the last validation pass scored these very weights
+    if scores is None and validation is not None:  # from the cached features when there are some
+        logits, loss = predict_logits(phase.inputs.model, phase.inputs.task, phase.inputs.validation, cfg.train.eval_batch_size, pad_id,
+                                      device, autocast_for(precision, device))
+        scores = task.score(logits, validation.labels, loss)
+    state = phase.state
+    return {"validation": scores, "best_step": state.best_step, "steps": state.step, "steps_per_epoch": state.steps_per_epoch,
+            "seconds": round(state.train_seconds, 2), "cache_seconds": round(phase.inputs.cache_seconds, 2), "tokens": state.tokens,
+            "stopped": state.stop_reason or "completed", "losses": state.losses, "history": state.history}
+
+
+def read_selection(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / SELECTION_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def expected_run_bytes(model, cfg) -> int:
@@ -147,21 +238,45 @@ def expected_run_bytes(model, cfg) -> int:
     return weights * (2 + 3 * (cfg.train.keep_checkpoints + 1))
 
 
+AUTOMATIC = (None, "auto")  # option values that mean "chosen from the data"
+
+
 def config_differences(run_dir: Path, cfg: RunConfig) -> list[str]:
-    """Options (other than where and how fast it runs) in which cfg differs from the run folder's config.yaml."""
+    """Options (other than where and how fast it runs) in which cfg differs from the run folder's config.yaml.
+
+    An option left automatic in cfg matches what the run chose for it (same data, same rule)."""
     saved = RunConfig.from_yaml(Path(run_dir) / "config.yaml").to_dict()
-    now = cfg.to_dict()
+    now = absolute_paths(cfg).to_dict()
     ignore = {"resume", "overwrite", "out", "threads", "device", "cache_frozen"}
-    return [f"{k} ({saved[s][k]!r} -> {now[s][k]!r})" for s in saved for k in saved[s] if k not in ignore and saved[s][k] != now[s][k]]
+    return [f"{k} ({saved[s][k]!r} -> {now[s][k]!r})" for s in saved for k in saved[s]
+            if k not in ignore and saved[s][k] != now[s][k] and now[s][k] not in AUTOMATIC]
+
+
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """A copy whose data files and local model folder are absolute paths (bundled names stay names)."""
+    saved = copy.deepcopy(cfg)
+    for section, key in (("data", "data"), ("data", "validation"), ("data", "test"), ("model", "model")):
+        value = getattr(getattr(saved, section), key)
+        if value and Path(value).exists():
+            setattr(getattr(saved, section), key, str(Path(value).resolve()))
+    return saved
 
 
 def rerunnable_config(cfg: RunConfig) -> RunConfig:
-    """The config as saved in the run folder: `--config` on it starts the same run afresh."""
-    import copy
-
-    saved = copy.deepcopy(cfg)
+    """The config as saved in the run folder: `--config` on it starts the same run afresh, from any folder."""
+    saved = absolute_paths(cfg)
     saved.output.resume = saved.output.overwrite = False
     return saved
+
+
+def config_file_text(cfg: RunConfig, reasons: list[str]) -> str:
+    """config.yaml: the resolved options, with a header saying what was chosen automatically and why."""
+    lines = ["# The exact options of this run: `tunesmith train --config THIS_FILE` runs it again.",
+             "# Data paths and a local model folder are stored as absolute paths, so this works from any folder."]
+    if reasons:
+        lines.append("# Chosen automatically (the values below hold the choices):")
+        lines += [f"#   {reason}" for reason in reasons]
+    return "\n".join(lines) + "\n" + cfg.to_yaml()
 
 
 def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -202,7 +317,10 @@ def save_model(model, tokenizer, run_dir: Path, adapter: bool) -> None:
 
 def finished_record(run_dir: Path) -> dict:
     """run.json of a finished run, or a clear error."""
+    from .rundir import check_not_training
+
     run_dir = Path(run_dir)
+    check_not_training(run_dir)  # a live run's folder says so, instead of "did not finish"
     record = read_record(run_dir)
     if not run_dir.is_dir():
         raise TunesmithError(f"Run folder '{run_dir}' does not exist; give the --out folder of a `tunesmith train` run.")

@@ -43,9 +43,9 @@ def measure_matmul_rate(device: str = "cpu", dtype: torch.dtype = torch.float32,
     return best
 
 
-def compute_dtype(device: torch.device, mixed_precision: str | None) -> torch.dtype:
+def compute_dtype(precision: str) -> torch.dtype:
     """The dtype the matmuls of a run use: bf16 under bf16 autocast, else float32."""
-    return torch.bfloat16 if mixed_precision == "bf16" and device.type == "cuda" else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 # -- the model --------------------------------------------------------------------------------

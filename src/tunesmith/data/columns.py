@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,15 @@ TEXT_NAMES = ("text", "sentence", "review", "content", "document", "body", "comm
               "utterance", "snippet", "question", "query", "description", "title", "abstract", "phrase")
 LABEL_NAMES = ("label", "labels", "category", "class", "sentiment", "target", "y", "polarity", "intent",
                "topic", "tag", "rating", "stars", "emotion", "verdict", "gold_label")
+MIN_TEXT_LENGTH = 8  # mean characters a column needs to pass for text when no name says so
+CLOSE_TEXT_LENGTH = 0.8  # a second text column at least this long relative to the chosen one is a close call
+
+
+class ColumnChoice(NamedTuple):
+    """An inferred column and, when the choice was close, the runner-up (worth telling the user)."""
+
+    column: str
+    runner_up: str | None = None
 
 
 def require_column(frame: pd.DataFrame, name: str, path, option: str) -> str:
@@ -25,11 +35,14 @@ def require_column(frame: pd.DataFrame, name: str, path, option: str) -> str:
 
 
 def by_name(frame: pd.DataFrame, names, exclude=()) -> str | None:
+    matches = names_matching(frame, names, exclude)
+    return matches[0] if matches else None
+
+
+def names_matching(frame: pd.DataFrame, names, exclude=()) -> list:
+    """Columns whose name is one of `names`, in the order of `names` (the first is the best)."""
     lowered = {str(c).strip().lower(): c for c in frame.columns if c not in exclude}
-    for name in names:
-        if name in lowered:
-            return lowered[name]
-    return None
+    return [lowered[name] for name in names if name in lowered]
 
 
 def mean_text_length(series: pd.Series) -> float:
@@ -53,20 +66,49 @@ def looks_numeric(value) -> bool:
 
 
 def infer_text_column(frame: pd.DataFrame, path, exclude=()) -> str:
-    named = by_name(frame, TEXT_NAMES, exclude)
-    if named is not None:
-        return named
+    return choose_text_column(frame, path, exclude).column
+
+
+def choose_text_column(frame: pd.DataFrame, path, exclude=()) -> ColumnChoice:
+    """By known name first, else the column of longest text; with a close runner-up if there is one."""
     lengths = {c: mean_text_length(frame[c]) for c in frame.columns if c not in exclude}
+    named = names_matching(frame, TEXT_NAMES, exclude)
+    if named:
+        return ColumnChoice(named[0], named[1] if len(named) > 1 else longest_rival(lengths, named[0]))
     best = max(lengths, key=lengths.get, default=None)
-    if best is None or lengths[best] < 8:
+    if best is None or lengths[best] < MIN_TEXT_LENGTH:
         raise TunesmithError(f"Could not tell which column of '{path}' holds the text (columns: {', '.join(map(str, frame.columns))}); name it with --text-column.")
-    return best
+    return ColumnChoice(best, longest_rival(lengths, best))
+
+
+def longest_rival(lengths: dict, chosen) -> str | None:
+    """The longest other text column, if it is nearly as long as the chosen one (or longer)."""
+    rivals = {c: n for c, n in lengths.items()
+              if c != chosen and n >= MIN_TEXT_LENGTH and n >= CLOSE_TEXT_LENGTH * lengths.get(chosen, 0.0)}
+    return max(rivals, key=rivals.get, default=None)
 
 
 def infer_label_column(frame: pd.DataFrame, path, text_columns) -> str:
-    named = by_name(frame, LABEL_NAMES, exclude=text_columns)
-    if named is not None:
-        return named
+    return choose_label_column(frame, path, text_columns).column
+
+
+def choose_label_column(frame: pd.DataFrame, path, text_columns) -> ColumnChoice:
+    """By known name first, else the column of fewest distinct values; with a close runner-up if there is one."""
+    distinct = label_like_columns(frame, text_columns)
+    named = names_matching(frame, LABEL_NAMES, text_columns)
+    if named:
+        if len(named) > 1:
+            return ColumnChoice(named[0], named[1])
+        return ColumnChoice(named[0], fewest_rival(distinct, named[0], frame[named[0]].astype(str).nunique()))
+    if not distinct:
+        raise TunesmithError(f"Could not tell which column of '{path}' holds the labels (columns: {', '.join(map(str, frame.columns))}); name it with --label-column.")
+    best = min(distinct, key=distinct.get)
+    return ColumnChoice(best, fewest_rival(distinct, best, distinct[best]))
+
+
+def label_like_columns(frame: pd.DataFrame, text_columns) -> dict:
+    """Column -> number of distinct values, for the columns that could hold labels (2 to 100 classes,
+    at most one per two rows)."""
     candidates = {}
     for column in frame.columns:
         if column in text_columns:
@@ -77,9 +119,14 @@ def infer_label_column(frame: pd.DataFrame, path, text_columns) -> str:
         distinct = values.astype(str).nunique()
         if 2 <= distinct <= max(2, min(100, len(frame) // 2)):
             candidates[column] = distinct
-    if not candidates:
-        raise TunesmithError(f"Could not tell which column of '{path}' holds the labels (columns: {', '.join(map(str, frame.columns))}); name it with --label-column.")
-    return min(candidates, key=candidates.get)
+    return candidates
+
+
+def fewest_rival(distinct: dict, chosen, chosen_distinct: int) -> str | None:
+    """The other label-like column of fewest values, if it has at most 20% (and one) more than the chosen one."""
+    margin = max(1, chosen_distinct // 5)
+    rivals = {c: n for c, n in distinct.items() if c != chosen and n <= chosen_distinct + margin}
+    return min(rivals, key=rivals.get, default=None)
 
 
 def is_nested(value) -> bool:
@@ -116,8 +163,12 @@ def clean_text(frame: pd.DataFrame, column: str, path) -> pd.Series:
     return text
 
 
-def clean_labels(frame: pd.DataFrame, column: str, path) -> pd.Series:
-    """Labels as strings ('1.0' from a float column becomes '1'); missing ones name the rows."""
+def clean_labels(frame: pd.DataFrame, column: str, path, keep_spelling: bool = False) -> pd.Series:
+    """Labels as strings ('1.0' from a float column becomes '1'); missing ones name the rows.
+
+    Surrounding spaces are stripped unless `keep_spelling` (--keep-label-spelling, which promises
+    labels exactly as written: 'pos ' and 'pos' stay two classes).
+    """
     values = frame[column]
     missing = values.map(is_missing)
     if missing.any():
@@ -129,9 +180,45 @@ def clean_labels(frame: pd.DataFrame, column: str, path) -> pd.Series:
     def as_name(v) -> str:
         if isinstance(v, float) and v.is_integer():
             return str(int(v))
-        return str(v).strip()
+        return str(v) if keep_spelling else str(v).strip()
 
     return values.map(as_name)
+
+
+def spelling_key(label: str) -> str:
+    """What two spellings of one label share: 'Positive', 'positive' and ' POSITIVE ' all give 'positive'."""
+    return label.strip().casefold()
+
+
+def merge_label_spellings(labels: pd.Series) -> tuple[pd.Series, list[list[tuple[str, int]]]]:
+    """Labels with each case/space variant replaced by the group's most frequent spelling (ties: the
+    first seen), and the merged groups as [(spelling, count), ...], the kept spelling first."""
+    counts = labels.value_counts()
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for spelling in labels.unique():  # first-seen order, so a stable sort below keeps ties in it
+        groups.setdefault(spelling_key(spelling), []).append((spelling, int(counts[spelling])))
+    merged = [sorted(group, key=lambda sc: -sc[1]) for group in groups.values() if len(group) > 1]
+    renames = {spelling: group[0][0] for group in merged for spelling, _ in group[1:]}
+    return labels.map(lambda spelling: renames.get(spelling, spelling)), merged
+
+
+def spelling_note(merged: list[list[tuple[str, int]]], shown: int = 5) -> str:
+    """The note telling which spellings were merged into which, with their counts."""
+    def group_text(group):
+        (kept, n), rest = group[0], group[1:]
+        return f"{kept!r} ({n:,}) <- " + ", ".join(f"{s!r} ({c:,})" for s, c in rest)
+
+    text = "; ".join(group_text(g) for g in merged[:shown])
+    if len(merged) > shown:
+        text += f"; and {len(merged) - shown} more"
+    return f"Labels that differ only in case or spaces were merged: {text}; pass --keep-label-spelling to keep them apart."
+
+
+def match_training_spellings(labels: pd.Series, training_names) -> pd.Series:
+    """Validation/test labels mapped onto the training spellings, ignoring case and surrounding spaces
+    (an unknown label stays as it is, for the unseen-label check to name)."""
+    by_key = {spelling_key(name): name for name in training_names}
+    return labels.map(lambda label: by_key.get(spelling_key(label), label))
 
 
 def sort_label_names(names) -> list[str]:

@@ -26,6 +26,7 @@ class TrainState:
     grad_accum: int = 1           # micro-batches per step (doubles after an out-of-memory error)
     best_metric: float | None = None
     best_step: int | None = None
+    best_loss: float | None = None  # validation loss at the best step: breaks ties of the metric
     bad_evals: int = 0
     skipped_batches: int = 0
     tokens: int = 0               # real (unpadded) training tokens seen

@@ -23,6 +23,8 @@ from .faults import fault_point, poison_loss
 from .first_token import first_token_forward
 from .infer import move, predict_logits
 from .optim import build_optimizer, build_scheduler
+from .plan import resolve_training_choices
+from .precision import autocast_for
 
 
 @dataclass
@@ -34,14 +36,16 @@ class FitResult:
 
 
 def make_accelerator(train_cfg):
-    """Device and precision come from accelerate (several processes will, too, in a later round)."""
+    """Device placement comes from accelerate (several processes will, too, in a later round).
+
+    Mixed precision does not: accelerate fixes it once per process, and one process may train
+    several runs (the API, tests); bf16 autocast is train/precision.py's autocast_for instead."""
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available() and train_cfg.device != "cpu"
     if train_cfg.device == "cuda" and not torch.cuda.is_available():
         raise TunesmithError("--device cuda was asked for, but no CUDA GPU is visible; use --device auto or cpu.")
-    bf16 = train_cfg.precision == "bf16" or (train_cfg.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
-    return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
+    return Accelerator(cpu=not cuda, mixed_precision="no")
 
 
 def chunk(indices: list[int], parts: int) -> list[list[int]]:
@@ -79,12 +83,16 @@ class StopRequest:
 
 
 def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=(), resume_from: Path | None = None,
-        pad_id: int = 0) -> FitResult:
+        pad_id: int = 0, precision: str = "fp32") -> FitResult:
+    """Train `model` on `train` as cfg says; `precision` is 'bf16' (autocast) or 'fp32', chosen by the caller."""
     from ..methods import resolve_learning_rate
 
     tc = resolve_learning_rate(cfg).train
+    if tc.epochs is None or tc.metric == "auto":  # job.py resolves these from the data; direct callers get the same rule
+        resolve_training_choices(cfg, len(train), validation_from_split=False, imbalance_ratio=1.0)
     torch.manual_seed(tc.seed)
     accelerator = make_accelerator(tc)
+    autocast = autocast_for(precision, accelerator.device)
     optimizer = build_optimizer(groups, tc, cfg.method.layer_lr_decay)
     steps_per_epoch = math.ceil(len(train) / tc.batch_size)
     total_steps = max(1, math.ceil(tc.epochs * steps_per_epoch))
@@ -108,14 +116,14 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
         nonlocal best_scores
         if validation is None:
             return
-        logits, loss = predict_logits(model, task, validation, tc.eval_batch_size, pad_id, accelerator.device, accelerator.autocast)
+        logits, loss = predict_logits(model, task, validation, tc.eval_batch_size, pad_id, accelerator.device, autocast)
         result = task.score(logits, validation.labels, loss)
         fault_point("evaluate", state.step)
         loop.last_eval = result
         value = result[tc.metric]
         state.history.append({"step": state.step, "epoch": state.step / steps_per_epoch, "val": {k: result[k] for k in ("loss", "accuracy", "macro_f1", "mcc")}})
-        if is_better(tc.metric, value, state.best_metric):
-            state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+        if is_better(tc.metric, value, state.best_metric, result.get("loss"), state.best_loss):
+            state.best_metric, state.best_step, state.bad_evals, state.best_loss = value, state.step, 0, result.get("loss")
             best_scores = result
             ckpt.save_best_weights(folder, model, state)
         else:
@@ -137,7 +145,7 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
             fault_point("micro-batch", len(micro))
             batch = move(task.collate(train, micro, pad_id), accelerator.device)
             labels = batch.pop("labels")
-            with accelerator.autocast():
+            with autocast():
                 logits = forward(**batch).logits
             loss = poison_loss(task.loss_sum(logits, labels) / len(indices), state.step + 1)
             accelerator.backward(loss)

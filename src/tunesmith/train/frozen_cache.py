@@ -285,7 +285,7 @@ def prepare_fit_inputs(model, task, train, validation, groups, cfg, pad_id: int,
     depth = frozen_prefix_length(groups) if frozen_throughout is None else min(frozen_throughout, frozen_prefix_length(groups))
     inputs = FitInputs(model, task, train, validation)
     # one pass over the data costs what the cache costs to build: it pays from the second epoch on
-    wanted = depth >= 2 and cfg.train.cache_frozen == "auto" and cfg.train.epochs > 1
+    wanted = depth >= 2 and cfg.train.cache_frozen == "auto" and (cfg.train.epochs is None or cfg.train.epochs > 1)
     parts = encoder_parts(model) if wanted else None
     if wanted and parts is None:
         kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
