@@ -50,7 +50,7 @@ def profile_tunesmith(train_csv: str, args) -> dict:
 
     timer = StepPhaseTimer(model, args.warmup, args.steps, args.ops)
     with tempfile.TemporaryDirectory() as run_dir:
-        fit(model, task, train, None, cfg, Path(run_dir), groups, [StopWhenDone()], None, tokenizer.pad_token_id or 0)
+        fit(model, task, train, None, cfg, Path(run_dir), groups, [StopWhenDone()], None, tokenizer.pad_token_id or 0, args.precision)
     return timer.report("tunesmith" + (" (LoRA)" if args.lora else ""))
 
 
@@ -62,6 +62,7 @@ def main():
     parser.add_argument("--lora", action="store_true")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--ops", action="store_true", help="also the busiest operators (torch.profiler)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="tunesmith's side: bf16 autocast or float32")
     parser.add_argument("--json-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.lr = args.lr or (5e-4 if args.lora else 5e-5)
@@ -76,7 +77,7 @@ def main():
         out = Path(tempfile.mkstemp(suffix=".json")[1])
         if side == "tunesmith":
             command = [PYTHON, str(BENCH / "profile_step.py"), "--side", "tunesmith", "--steps", str(args.steps), "--warmup", str(args.warmup),
-                       "--lr", str(args.lr), "--json-out", str(out)] + (["--lora"] if args.lora else []) + (["--ops"] if args.ops else [])
+                       "--lr", str(args.lr), "--precision", args.precision, "--json-out", str(out)] + (["--lora"] if args.lora else []) + (["--ops"] if args.ops else [])
             subprocess.run(command, check=True, cwd=BENCH.parent)
             reports.append(json.loads(out.read_text()))
         else:

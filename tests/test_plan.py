@@ -138,3 +138,25 @@ def test_warnings_name_one_class_predictions_and_missed_labels():
     assert "MCC" in prediction_warnings(near_zero, "test")[0]
     good = {"mcc": 0.9, "confusion_matrix": {"labels": ["a", "b"], "matrix": [[48, 2], [3, 47]]}}
     assert prediction_warnings(good, "test") == []
+
+
+def test_imbalanced_data_picks_by_macro_f1_shows_recall_and_warns(tmp_path, tiny_options):
+    import io
+
+    from rich.console import Console
+
+    from conftest import toy_reviews
+
+    rows = toy_reviews(200, seed=4)
+    data = tmp_path / "skewed.csv"
+    # 95/5: keep every 'neg' and one 'pos' in ten
+    skewed = rows[(rows["sentiment"] == "neg") | (rows.index % 20 == 1)]
+    skewed.to_csv(data, index=False)
+    options = dict(tiny_options, metric="auto", lr=1e-7, epochs=1)  # barely trained: it predicts the majority label
+    printed = io.StringIO()
+    run = tunesmith.finetune(data, out=str(tmp_path / "skewed"), console=Console(file=printed, width=200), **options)
+    text = printed.getvalue()
+    assert run.config.train.metric == "macro_f1" and "picked by macro-F1" in text
+    assert "Per-label recall (validation)" in text
+    assert run.metrics["warnings"]  # one label for everything, MCC near 0, or a label never found
+    assert "Warning:" in text

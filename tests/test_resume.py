@@ -67,8 +67,9 @@ def run_with_signal(command: list[str], pause_at: str, sig: int) -> tuple[int, s
 
 
 def assert_same_weights(expected: Path, got: Path) -> None:
-    """The saved model (the best evaluation's weights) and the last step's weights, bit for bit."""
-    for name in ("model.safetensors", "checkpoints/step-0000018/model.safetensors"):
+    """The saved model (the best evaluation's weights) and the last checkpoint's weights (step 16: a
+    finished loop writes none), bit for bit."""
+    for name in ("model.safetensors", "checkpoints/step-0000016/model.safetensors"):
         a, b = load_file(str(expected / name)), load_file(str(got / name))
         assert a.keys() == b.keys()
         different = [key for key in a if not torch.equal(a[key], b[key])]
@@ -135,7 +136,8 @@ def test_killed_runs_resume_to_bitwise_identical_weights(workspace, reference, c
     assert json.loads((out / "run.json").read_text())["status"] == "done"
 
     assert_same_weights(reference, out)
-    assert last_state(out)["losses"] == last_state(reference)["losses"]  # every step's loss, too
+    expected, got = (json.loads((p / "metrics.json").read_text()) for p in (reference, out))
+    assert got["curves"]["losses"] == expected["curves"]["losses"] and len(got["curves"]["losses"]) == 18  # every step's loss, too
     assert not list(out.glob("checkpoints/.tmp-*"))  # leftovers of the killed write were cleared
     assert json.loads((out / "metrics.json").read_text())["validation"] == json.loads((reference / "metrics.json").read_text())["validation"]
 
@@ -153,3 +155,26 @@ def test_sigint_finishes_the_step_and_writes_a_checkpoint(workspace, capsys):
     assert last_state(out)["step"] == 3 and len(last_state(out)["losses"]) == 3
     assert json.loads((out / "run.json").read_text())["status"] == "running"
     assert main(["predict", str(out), "a lovely film"]) == 2
+
+
+def test_a_run_killed_during_its_refit_resumes_the_refit_to_identical_weights(workspace):
+    """--refit on: 86 train / 10 validation at batch 10 make 9 steps an epoch, 18 in 2 epochs; the
+    refit on all 96 makes 10 an epoch, so step 19 exists only in the refit. Killed there, the
+    resume skips the finished selection phase (selection.json) and continues the refit."""
+    folder, data, model = workspace
+    refit = ["--refit", "on", "--batch-size", "10", "--epochs", "2", "--precision", "bf16"]  # bf16 autocast resumes exactly too
+    reference = folder / "refit-uninterrupted"
+    result = run(train_command(data, model, reference, *refit))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((reference / "metrics.json").read_text())["refit"]["steps"] >= 19
+
+    out = folder / "refit-killed"
+    result = run(train_command(data, model, out, *refit), "kill-at=step:19")
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert (out / "selection.json").is_file() and list_checkpoints(out / "refit" / "checkpoints")
+    result = run(train_command(data, model, out, *refit, "--resume"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = load_file(str(reference / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    expected, got = (json.loads((p / "metrics.json").read_text()) for p in (reference, out))
+    assert got["validation"] == expected["validation"] and got["refit"]["steps"] == expected["refit"]["steps"]

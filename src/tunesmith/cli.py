@@ -85,7 +85,10 @@ def print_summary(out, run_dir, metrics: dict) -> None:
         print_fitted_table(out, lambda keys, titled: results_table(keys, splits, metrics, f"Results ({run_dir})" if titled else None),
                            ["split", *SUMMARY_METRICS])
     t = metrics["train"]
-    out.print(f"Trained {t['steps']} steps ({t['epochs']} epochs) in {t['seconds']:.1f} s, {t['tokens_per_second']:,.0f} tokens/s; "
+    refit = metrics.get("refit")
+    steps = (f"{refit['selection_steps']} steps to choose the length, then {t['steps']} on all {refit['examples']:,} examples "
+             f"({t['epochs']} epochs, refit)" if refit else f"{t['steps']} steps ({t['epochs']} epochs)")
+    out.print(f"Trained {steps} in {t['seconds']:.1f} s, {t['tokens_per_second']:,.0f} tokens/s ({t.get('precision', 'fp32')}); "
               f"{metrics['parameters']['trainable']:,} of {metrics['parameters']['total']:,} parameters trained; "
               f"peak memory {metrics['peak_memory_mb']:,.0f} MB; whole job {metrics['job_seconds']:.1f} s.")
     if t.get("flop_utilisation") is not None:

@@ -42,12 +42,10 @@ TASK = "text-classification"
 
 
 def environment(device) -> dict:
-    import accelerate
-    import peft
-    import transformers
+    from importlib.metadata import version  # not `import peft`: a quarter second for its version string
 
     return {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__, "peft": peft.__version__,
+            "transformers": version("transformers"), "accelerate": version("accelerate"), "peft": version("peft"),
             "device": str(device), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
 
@@ -155,6 +153,7 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
                          "best_step": selection["best_step"], "examples": len(inputs.train), "epochs": round(state.step / state.steps_per_epoch, 3),
                          "steps": state.step, "seconds": round(state.train_seconds, 2)} if refit else None)
     metrics["choices"] = choices.reasons
+    metrics["curves"] = {"losses": selection["losses"], "history": selection["history"], "refit_losses": state.losses if refit else None}
     # model FLOPs per token (cached frozen layers ran once, not per step) over the matmul rate of the precision used
     flops = training_flops_per_token(model, groups, frozen_forward=not inputs.cached)["total"]
     rate = measure_matmul_rate(device.type, compute_dtype(precision))

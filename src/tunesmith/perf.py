@@ -25,7 +25,7 @@ from torch import nn
 
 @functools.lru_cache(maxsize=None)
 def measure_matmul_rate(device: str = "cpu", dtype: torch.dtype = torch.float32, size: int | None = None,
-                        seconds: float = 0.4) -> float:
+                        seconds: float = 0.2) -> float:
     """Best FLOP/s of a square matmul over `seconds` of repeats (the best run is the least disturbed)."""
     size = size or (8192 if device.startswith("cuda") else 1024)
     a = torch.randn(size, size, device=device, dtype=dtype)

@@ -208,7 +208,9 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
                 if end_of_epoch:
                     state.epoch, state.steps_in_epoch = state.epoch + 1, 0
                     events.emit("epoch_end", loop)
-                if end_of_epoch or (tc.checkpoint_every and state.step % tc.checkpoint_every == 0) or stop.signal_name:
+                # a finished loop writes no checkpoint: nothing is left to resume, and at ~3x the weights it cost 1.4 s a job
+                finished = state.step == total_steps or state.should_stop
+                if stop.signal_name or (not finished and (end_of_epoch or (tc.checkpoint_every and state.step % tc.checkpoint_every == 0))):
                     save_checkpoint()
                 if stop.signal_name:
                     raise RunInterrupted(f"Stopped by {stop.signal_name} at step {state.step}/{total_steps}; a checkpoint was written. "
