@@ -21,8 +21,8 @@ demo: install
 	$(VENV)/bin/tunesmith train rotten-tomatoes --out runs/demo --overwrite
 
 test: install
-	$(PY) -m pytest -q -m "not slow" tests
-	$(PY) -m pytest -q -m slow tests
+	$(PY) -m pytest -q -m "not slow" tests --durations=15
+	$(PY) -m pytest -q -m slow tests --durations=15
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests
