@@ -95,8 +95,9 @@ class Run:
 
     for_cli=True (the `tunesmith` command) keeps the CLI's flags in error messages."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", for_cli: bool = False):
+    def __init__(self, path: str | Path, device: str = "cpu", for_cli: bool = False, precision: str | None = None):
         self.path, self.for_cli = Path(path), for_cli
+        self.precision_setting = precision  # None: the run's own --precision (auto: measured on this machine)
         self.device = torch.device(device)
         self._model = self._tokenizer = None
         self._open()
@@ -125,7 +126,7 @@ class Run:
             self._tokenizer = AutoTokenizer.from_pretrained(self.path)
             self._model = load_run_model(self.path, self.record, self.config).to(self.device).eval()
             # prediction runs in the precision training would pick on this machine (the same cached measurement)
-            self._precision, _ = choose_precision(self.config.train.precision, self.device, self._model)
+            self._precision, _ = choose_precision(self.precision_setting or self.config.train.precision, self.device, self._model)
         return self._model, self._tokenizer
 
     @keyword_errors
@@ -226,6 +227,6 @@ def finetune(data: str, console=None, **options) -> Run:
     return Run(run_dir)
 
 
-def load(path: str | Path, device: str = "cpu") -> Run:
-    """Open a finished run folder."""
-    return Run(path, device)
+def load(path: str | Path, device: str = "cpu", precision: str | None = None) -> Run:
+    """Open a finished run folder; precision 'fp32' or 'bf16' overrides the run's own (auto: measured on this machine)."""
+    return Run(path, device, precision=precision)
