@@ -22,7 +22,7 @@ from .data.columns import clean_text, require_column
 from .data.read import read_table
 from .errors import TunesmithError
 from .job import finished_record, run_training
-from .rundir import RUN_LOCK, check_not_training
+from .rundir import RUN_LOCK
 from .tasks import get_task
 from .train.infer import predict_logits
 from .train.precision import autocast_for, choose_precision
@@ -104,8 +104,7 @@ class Run:
 
     @keyword_errors
     def _open(self) -> None:
-        check_not_training(self.path)  # a live run's folder is not a finished one yet
-        self.record = finished_record(self.path)
+        self.record = finished_record(self.path)  # also refuses a folder a live run is still training in
         self.config = RunConfig.from_yaml(self.path / "config.yaml")
         self.task = get_task(self.record["task"])(self.record["label_names"])
 

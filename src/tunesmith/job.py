@@ -77,8 +77,7 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     console.print(f"Data: {data.describe()}; text column '{data.text_column}', label column '{data.label_column}'.")
     for note in data.notes:
         console.print(f"Note: {note}")
-    refit, choices = resolve_training_choices(cfg, len(data.train), data.validation_from_split and data.validation is not None,
-                                              data.imbalance_ratio)
+    refit, choices = resolve_training_choices(cfg, len(data.train), data.validation_from_split, data.imbalance_ratio)
     for reason in choices.reasons:
         console.print(reason)
     source = resolve_model_source(cfg.model.model)
@@ -141,11 +140,13 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
         metrics["test"] = task.score(logits, test.labels, loss)
         metrics["test"]["seconds"] = round(time.perf_counter() - started, 3)
         write_predictions(run_dir / "test_predictions.csv", data.test, task, logits)
-    train_seconds = state.train_seconds + inputs.cache_seconds + (selection["seconds"] if refit else 0.0)
+    # a refit run's training is both phases: the selection's loop and cache, then the refit's
+    loop_seconds = state.train_seconds + (selection["seconds"] if refit else 0.0)
+    cache_seconds = inputs.cache_seconds + (selection["cache_seconds"] if refit else 0.0)
+    train_seconds = loop_seconds + cache_seconds
     tokens = state.tokens + (selection["tokens"] if refit else 0)
     metrics["train"] = {"examples": len(inputs.train), "steps": state.step, "epochs": round(state.step / state.steps_per_epoch, 3),
-                        "seconds": round(state.train_seconds + (selection["seconds"] if refit else 0.0), 2),
-                        "frozen_cache_seconds": round(inputs.cache_seconds + (selection["cache_seconds"] if refit else 0.0), 2), "tokens": tokens,
+                        "seconds": round(loop_seconds, 2), "frozen_cache_seconds": round(cache_seconds, 2), "tokens": tokens,
                         "tokens_per_second": round(tokens / max(train_seconds, 1e-9), 1), "precision": precision,
                         "best_step": selection["best_step"], "stopped": selection["stopped"],
                         "skipped_batches": state.skipped_batches, "final_grad_accum": state.grad_accum}

@@ -103,9 +103,7 @@ def load_labeled_data(data_cfg, seed: int) -> LabeledData:
     if sources["test"]:
         test = read_other_file("test", sources, columns, data_cfg, names)
 
-    to_label_ids(train, validation, test, names, sources)
-    if len(train) < len(names):
-        raise TunesmithError(f"Only {len(train)} training examples for {len(names)} labels; add more labeled rows.")
+    to_label_ids(train, validation, test, names, sources)  # every label keeps a training row: sampling and the split see to it
     return LabeledData(train, validation, test, names, text_col, label_col, pair_col,
                        sources={k: v for k, v in sources.items() if v}, notes=notes,
                        validation_from_split=validation is not None and not sources["validation"])
