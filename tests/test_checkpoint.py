@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tunesmith.atomic import atomic_folder, atomic_write_text
 from tunesmith.errors import TunesmithError
 from tunesmith.rundir import prepare_run_dir, write_record
 from tunesmith.train import checkpoint as ckpt
@@ -55,7 +56,7 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
 def test_interrupted_writes_leave_no_checkpoint_and_are_cleaned(tmp_path):
     model, optimizer, scheduler = tiny_training_objects()
     with pytest.raises(KeyboardInterrupt):
-        with ckpt.atomic_folder(tmp_path / "step-0000005") as tmp:
+        with atomic_folder(tmp_path / "step-0000005") as tmp:
             (tmp / "model.safetensors").write_bytes(b"half")
             raise KeyboardInterrupt
     assert not list(tmp_path.iterdir())  # cleaned on the way out
@@ -100,8 +101,8 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
 
 def test_atomic_write_text_replaces_whole_files(tmp_path):
     target = tmp_path / "run.json"
-    ckpt.atomic_write_text(target, "old")
-    ckpt.atomic_write_text(target, "new")
+    atomic_write_text(target, "old")
+    atomic_write_text(target, "new")
     assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
 

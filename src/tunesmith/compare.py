@@ -20,7 +20,7 @@ from pathlib import Path
 from .config import RunConfig
 from .errors import TunesmithError
 from .rundir import read_record
-from .train.checkpoint import atomic_write_text
+from .atomic import atomic_file, atomic_write_text
 
 
 @dataclass
@@ -296,9 +296,8 @@ def natural_width(console, table) -> int:
 def write_csv(rows: list[dict], path: Path) -> None:
     import pandas as pd
 
-    tmp = path.with_name(f".tmp-{path.name}")
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
 def write_markdown(rows: list[dict], base: RunConfig, method_options: dict, path: Path) -> None:
@@ -351,7 +350,6 @@ def plot_comparison(comparison: Comparison, path: Path, title: str = "") -> None
     ax.set_title(f"{title}\npoint area grows with trainable parameters", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, dpi=110, format="png")
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)

@@ -17,7 +17,7 @@ from .config import RunConfig
 from .errors import TunesmithError
 from .job import finished_record
 from .methods.loading import load_run_model, save_run_model, saved_model_kind
-from .train.checkpoint import atomic_folder
+from .atomic import atomic_folder
 
 MERGE_TOLERANCE = 1e-4
 PROBE_TEXTS = ["a warm, funny and moving film", "the plot was dull and the acting flat", "an ordinary movie, neither good nor bad"]

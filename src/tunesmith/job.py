@@ -30,7 +30,8 @@ from .perf import compute_dtype, freeze_word_embeddings, measure_matmul_rate, th
 from .report.plots import plot_curves
 from .rundir import default_run_dir, hold_run_lock, prepare_run_dir, read_record, write_record
 from .tasks import get_task
-from .train.checkpoint import atomic_write_text, list_checkpoints
+from .atomic import atomic_write_text
+from .train.checkpoint import list_checkpoints
 from .train.events import ProgressPrinter
 from .train.fit import fit, make_accelerator
 from .train.frozen_cache import TopOfModel, prepare_fit_inputs

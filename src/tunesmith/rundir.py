@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from .errors import TunesmithError
-from .train.checkpoint import atomic_write_text, list_checkpoints
+from .atomic import atomic_write_text
+from .train.checkpoint import list_checkpoints
 
 RUN_RECORD = "run.json"
 RUN_LOCK = ".run.lock"  # holds the training process's pid; locked (flock) only while it runs

@@ -46,3 +46,11 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
         ids[row, :len(seq)] = torch.as_tensor(seq, dtype=torch.long)
         mask[row, :len(seq)] = 1
     return ids, mask
+
+
+def move(batch: dict, device) -> dict:
+    """To the device; through pinned memory to a GPU, so the copy overlaps with the work queued before it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}

@@ -72,3 +72,18 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
         if param.requires_grad:
             trainable += param.numel()
     return trainable, total
+
+
+def frozen_prefix_length(groups) -> int:
+    """How many groups, bottom up (embeddings, layer.0, layer.1, ...), have no trainable weight.
+
+    Only a prefix that spans the embeddings and at least one transformer layer counts as a
+    feature extractor: with the embeddings alone frozen (LoRA, IA3, ...) nothing is returned, so
+    those methods keep the usual dropout everywhere.
+    """
+    length = 0
+    for _, params in groups.ordered()[:-1]:  # the head always trains
+        if not params or any(p.requires_grad for _, p in params):
+            break
+        length += 1
+    return length if length >= 2 else 0

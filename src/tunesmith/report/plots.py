@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import atomic_file
+
 
 def plot_curves(losses: list, history: list, metric: str, path: Path, title: str = "") -> None:
     """Training loss per step (raw and smoothed) and validation loss/metric per evaluation."""
@@ -33,7 +35,6 @@ def plot_curves(losses: list, history: list, metric: str, path: Path, title: str
     right.set_xlabel("optimizer step")
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, dpi=110, format="png")
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)

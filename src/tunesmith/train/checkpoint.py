@@ -8,14 +8,12 @@ The best weights so far are one safetensors file, replaced atomically whenever t
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import pickle
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,65 +21,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_file, atomic_folder
 from ..errors import TunesmithError
 from .events import TrainState
 from .faults import fault_point
 
 CHECKPOINT_PREFIX = "step-"
 BEST_WEIGHTS = "best.safetensors"
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_folder(final: Path):
-    """Yield a temporary folder beside `final`; on success fsync it and rename it to `final`.
-
-    A folder that already exists is moved aside first (directories cannot be renamed over);
-    list_checkpoints() puts it back if a crash falls between the two renames.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
-    try:
-        yield tmp
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                fsync_path(path)
-        fsync_path(tmp)
-        if final.exists():
-            old = final.with_name(f".old-{final.name}-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        fsync_path(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a temporary file, fsync it, rename it over `path`: readers see the old or the new text."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -139,16 +85,8 @@ def save_best_weights(folder: Path, model, state: TrainState) -> None:
     """checkpoints/best.safetensors: the weights of the best evaluation, written then renamed in."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / BEST_WEIGHTS
-    tmp = folder / f".tmp-{BEST_WEIGHTS}-{os.getpid()}"
-    try:
+    with atomic_file(folder / BEST_WEIGHTS) as tmp:
         save_file(trainable_state(model), str(tmp), metadata={"step": str(state.step), "metric": str(state.best_metric)})
-        fsync_path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_path(folder)
 
 
 def load_best_weights(folder: Path, model) -> bool:

@@ -13,13 +13,13 @@ flash attention, prompt-learning PEFT methods): callers then call the model itse
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from .frozen_cache import EncoderParts
+from ..methods.groups import frozen_prefix_length
+from .encoder_parts import EncoderParts, encoder_parts
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 
@@ -100,8 +100,6 @@ def first_token_forward(model: nn.Module, training_groups=None) -> FirstTokenFor
     keeps them in eval mode (train/frozen_cache.py), which a direct call would skip, so those runs
     keep the model's own forward.
     """
-    from .frozen_cache import encoder_parts, frozen_prefix_length  # it imports infer.py, which imports this
-
     inner = inner_model(model)
     parts = encoder_parts(inner) if inner is not None else None
     if parts is None or not len(parts.layers) or not has_standard_layers(parts):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.batching import length_grouped_batches
+from ..data.batching import length_grouped_batches, move
 from ..errors import RunInterrupted, TunesmithError
 from ..metrics import is_better
 from . import checkpoint as ckpt
@@ -21,7 +21,7 @@ from .events import Events, LoopContext, TrainState
 from .fast_dropout import cheaper_dropout
 from .faults import fault_point, poison_loss
 from .first_token import first_token_forward
-from .infer import move, predict_logits
+from .infer import predict_logits
 from .optim import build_optimizer, build_scheduler
 from .plan import resolve_training_choices
 from .precision import autocast_for

@@ -4,16 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.batching import length_sorted_batches
+from ..data.batching import length_sorted_batches, move
 from .first_token import first_token_forward
-
-
-def move(batch: dict, device) -> dict:
-    """To the device; through pinned memory to a GPU, so the copy overlaps with the work queued before it."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 def predict_logits(model, task, features, batch_size: int, pad_id: int, device, autocast=None) -> tuple[np.ndarray, float | None]:

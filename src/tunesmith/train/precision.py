@@ -13,13 +13,14 @@ On a GPU, auto means bf16 where the GPU supports it, as before.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from collections import Counter
 
 import torch
 from torch import nn
+
+from ..atomic import atomic_write_text
 
 BF16_MARGIN = 1.4
 TOKENS = 1024  # rows of a typical training batch: 32 examples of ~32 tokens
@@ -93,9 +94,7 @@ def bf16_speedup(model: nn.Module) -> float:
     cached[key] = round(speedup, 3)
     try:  # a read-only cache only costs the measurement next time
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-        tmp.write_text(json.dumps(cached, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(cached, indent=1))
     except OSError:
         pass
     return speedup
