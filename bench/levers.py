@@ -178,7 +178,7 @@ def measure_lever(lever: str, bench: Bench, steps: int, rounds: int) -> dict:
 
 
 def measure_eval_batches(bench: Bench, rounds: int) -> list[dict]:
-    from tunesmith.train.infer import predict_logits
+    from tunesmith.train.infer import predict_outputs
 
     bench.model.eval()
     arms = [("sorted", n) for n in (32, 64, 128, 256, 512)] + [("unsorted", 64)]
@@ -188,7 +188,7 @@ def measure_eval_batches(bench: Bench, rounds: int) -> list[dict]:
             kind, size = arm
             started = time.perf_counter()
             if kind == "sorted":
-                predict_logits(bench.model, bench.task, bench.test, size, 0, "cpu")
+                predict_outputs(bench.model, bench.task, bench.test, size, 0, "cpu")
             else:
                 with torch.inference_mode():
                     for start in range(0, len(bench.test), size):

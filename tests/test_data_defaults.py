@@ -8,7 +8,7 @@ import pytest
 
 from tunesmith.config import RunConfig
 from tunesmith.data import LabeledData, load_labeled_data
-from tunesmith.data import prepare
+from tunesmith.data import prepare, sources
 from tunesmith.data.prepare import apportion, split_off_validation
 from tunesmith.errors import TunesmithError
 
@@ -55,8 +55,8 @@ def test_validation_from_split_is_false_for_a_file_or_no_split(tmp_path):
 
 def test_a_bundled_datasets_validation_file_is_not_a_split(tmp_path, monkeypatch):
     files = {split: write(tmp_path, f"{split}.csv", table(["neg", "pos"] * n)) for split, n in (("train", 50), ("validation", 5), ("test", 5))}
-    monkeypatch.setattr(prepare, "require_dataset", lambda name: None)
-    monkeypatch.setattr(prepare, "dataset_files", lambda name: files)
+    monkeypatch.setattr(sources, "require_dataset", lambda name: None)
+    monkeypatch.setattr(sources, "dataset_files", lambda name: files)
     data = load_labeled_data(RunConfig.from_dict({"data": "toy-bundled-set"}).data, 0)
     assert (len(data.train), len(data.validation), len(data.test)) == (100, 10, 10) and not data.validation_from_split
     split = load_labeled_data(RunConfig.from_dict({"data": "toy-bundled-set", "val_fraction": 0}).data, 0)

@@ -27,7 +27,7 @@ from tunesmith.tasks import get_task
 from tunesmith.tasks.text_classification import Features
 from tunesmith.train.events import LoopContext, TrainState
 from tunesmith.train.fit import fit
-from tunesmith.train.infer import predict_logits
+from tunesmith.train.infer import predict_outputs
 from tunesmith.train.optim import build_optimizer, build_scheduler
 
 LABELS = ["neg", "pos"]
@@ -146,7 +146,7 @@ def train_briefly(model, task, groups, cfg, run_dir, features, resume_from=None)
 
 
 def logits(model, task, features) -> np.ndarray:
-    return predict_logits(model, task, features, 64, 0, torch.device("cpu"))[0]
+    return predict_outputs(model, task, features, 64, 0, torch.device("cpu"))[0]
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def test_method_trains_exactly_its_weights_and_round_trips(method, arch, options
         (weights,) = saved.glob("*.safetensors")
         assert sum(t.numel() for t in load_file(str(weights)).values()) == trainable
     record = {"base_model": str(source), "label_names": LABELS}
-    loaded = load_run_model(saved, record, cfg).eval()
+    loaded = load_run_model(saved, task, record, cfg).eval()
     np.testing.assert_allclose(logits(loaded, task, features), expected, atol=1e-5, rtol=0)
 
     # merge equals unmerged for the methods that are linear in the weights they adapt
@@ -313,7 +313,7 @@ def test_export_merge_writes_a_plain_model_with_the_same_outputs(method, adapter
     texts = ["the film was great and moving", "a dull and tedious plot", "the actors"]
     task = get_task("text-classification")(LABELS)
     features = task.encode(AutoTokenizer.from_pretrained(merged), pd.DataFrame({"text": texts}), 64)
-    adapter_model = load_run_model(run.path, run.record, run.config).eval()
+    adapter_model = load_run_model(run.path, run.task, run.record, run.config).eval()
     np.testing.assert_allclose(logits(plain, task, features), logits(adapter_model, task, features), atol=1e-4, rtol=0)
     answers = pipeline("text-classification", model=str(merged))(texts)
     assert [a["label"] for a in answers] == [p["label"] for p in run.predict(texts)]
@@ -333,8 +333,8 @@ def test_bottleneck_adapter_run_predicts_and_refuses_to_merge(adapter_runs, tmp_
     record = json.loads((run_dir / "run.json").read_text())
     task = get_task("text-classification")(record["label_names"])
     features = toy_features(8, seed=2)
-    a = logits(load_run_model(copy, record, cfg), task, features)
-    b = logits(load_run_model(run_dir, record, cfg), task, features)
+    a = logits(load_run_model(copy, task, record, cfg), task, features)
+    b = logits(load_run_model(run_dir, task, record, cfg), task, features)
     np.testing.assert_array_equal(a, b)
 
 

@@ -47,11 +47,11 @@ def test_metric_is_macro_f1_on_imbalanced_labels():
 
 def test_resolve_fills_only_what_was_left_automatic():
     cfg = RunConfig.from_dict({"data": "x.csv", "epochs": 2, "metric": "mcc"})
-    refit, choices = plan.resolve_training_choices(cfg, 400, True, 10.0)
+    refit, choices = plan.resolve_training_choices(cfg, 400, True, plan.choose_metric(10.0))
     assert (cfg.train.epochs, cfg.train.metric, cfg.train.refit, refit) == (2, "mcc", "on", True)
     assert len(choices.reasons) == 1 and choices.reasons[0].startswith("Refit")
     cfg = RunConfig.from_dict({"data": "x.csv"})
-    refit, choices = plan.resolve_training_choices(cfg, 400, True, 10.0)
+    refit, choices = plan.resolve_training_choices(cfg, 400, True, plan.choose_metric(10.0))
     assert cfg.train.epochs == 20 and cfg.train.metric == "macro_f1" and len(choices.reasons) == 3
 
 
@@ -61,10 +61,10 @@ def test_refit_epochs_are_those_of_the_best_pass():
 
 
 def test_ties_of_the_metric_are_broken_by_validation_loss():
-    assert is_better("accuracy", 0.9, 0.9, new_loss=0.2, best_loss=0.3)
-    assert not is_better("accuracy", 0.9, 0.9, new_loss=0.4, best_loss=0.3)
-    assert not is_better("accuracy", 0.89, 0.9, new_loss=0.1, best_loss=0.3)
-    assert is_better("loss", 0.2, 0.3)
+    assert is_better(0.9, 0.9, True, new_loss=0.2, best_loss=0.3)
+    assert not is_better(0.9, 0.9, True, new_loss=0.4, best_loss=0.3)
+    assert not is_better(0.89, 0.9, True, new_loss=0.1, best_loss=0.3)
+    assert is_better(0.2, 0.3, higher_is_better=False)
 
 
 @pytest.mark.parametrize("speedup, chosen", [(2.1, "bf16"), (1.1, "fp32"), (0.2, "fp32")])

@@ -18,13 +18,12 @@ import pandas as pd
 import torch
 
 from .config import SECTIONS, RunConfig, base_type, fields_of
-from .data.columns import clean_text, require_column
-from .data.read import read_table
+from .atomic import atomic_file
 from .errors import TunesmithError
 from .job import finished_record, run_training
 from .rundir import RUN_LOCK
 from .tasks import get_task
-from .train.infer import predict_logits
+from .train.infer import predict_outputs
 from .train.precision import autocast_for, choose_precision
 
 
@@ -106,7 +105,7 @@ class Run:
     def _open(self) -> None:
         self.record = finished_record(self.path)  # also refuses a folder a live run is still training in
         self.config = RunConfig.from_yaml(self.path / "config.yaml")
-        self.task = get_task(self.record["task"])(self.record["label_names"])
+        self.task = get_task(self.record["task"]).from_record(self.record)
 
     @property
     def metrics(self) -> dict:
@@ -114,7 +113,7 @@ class Run:
 
     @property
     def label_names(self) -> list[str]:
-        return list(self.record["label_names"])
+        return list(self.record.get("label_names") or [])
 
     def _load(self):
         if self._model is None:
@@ -123,77 +122,54 @@ class Run:
             from .methods.loading import load_run_model
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.path)
-            self._model = load_run_model(self.path, self.record, self.config).to(self.device).eval()
+            self._model = load_run_model(self.path, self.task, self.record, self.config).to(self.device).eval()
             # prediction runs in the precision training would pick on this machine (the same cached measurement)
             self._precision, _ = choose_precision(self.precision_setting or self.config.train.precision, self.device, self._model)
         return self._model, self._tokenizer
 
     @keyword_errors
-    def predict(self, texts, pairs=None) -> list[dict]:
-        """[{'label': 'fresh', 'score': 0.97, 'scores': {...}}, ...] for each text."""
-        if isinstance(texts, str):
-            texts = [texts]
-        table = pd.DataFrame({"text": [str(t) for t in texts]})
-        if pairs is not None:
-            table["text_pair"] = [str(t) for t in ([pairs] if isinstance(pairs, str) else pairs)]
-        labels, probs = self.task.decode(self._logits(table))
-        return [{"label": label, "score": float(p.max()), "scores": dict(zip(self.label_names, map(float, p)))}
-                for label, p in zip(labels, probs)]
+    def predict(self, inputs, pairs=None) -> list[dict]:
+        """One prediction per input, in the task's form: [{'label': 'fresh', 'score': 0.97, 'scores': {...}}, ...]
+        for text classification (`pairs`: the second text of each pair)."""
+        table = self.task.inputs_table(inputs, pairs)
+        return self.task.predict_records(self._outputs(table)[0], table)
 
-    def _logits(self, table: pd.DataFrame):
+    def _outputs(self, table: pd.DataFrame):
+        """(the task's outputs for the table's rows, the features they were computed from)."""
         if len(table) == 0:
             raise TunesmithError("Nothing to predict: give at least one text.")
         model, tokenizer = self._load()
         features = self.task.encode(tokenizer, table, self.config.model.max_length)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        logits, _ = predict_logits(model, self.task, features, self.config.train.eval_batch_size, pad_id, self.device,
-                                   autocast_for(self._precision, self.device))
-        return logits
+        outputs, _ = predict_outputs(model, self.task, features, self.config.train.eval_batch_size, pad_id, self.device,
+                                     autocast_for(self._precision, self.device))
+        return outputs, features
 
     @keyword_errors
-    def read(self, path, text_column: str | None = None, with_labels: bool = False) -> pd.DataFrame:
-        """A file's texts (and labels) in this run's column names, checked."""
-        raw = read_table(path, self.config.data.encoding, role="input")
-        column = require_column(raw, text_column or self.record["text_column"], path, "--text-column")
-        table = pd.DataFrame({"text": clean_text(raw, column, path)})
-        if self.record.get("text_pair_column"):
-            pair = require_column(raw, self.record["text_pair_column"], path, "--text-pair-column")
-            table["text_pair"] = clean_text(raw, pair, path)
-        if with_labels:
-            from .data.columns import clean_labels, match_training_spellings
-
-            label = require_column(raw, self.record["label_column"], path, "--label-column")
-            names = clean_labels(raw, label, path, keep_spelling=self.config.data.keep_label_spelling)
-            if not self.config.data.keep_label_spelling:
-                names = match_training_spellings(names, self.label_names)
-            unseen = sorted(set(names) - set(self.label_names))
-            if unseen:
-                raise TunesmithError(f"'{path}' has labels this model never saw in training ({', '.join(map(repr, unseen[:5]))}); it knows {', '.join(map(repr, self.label_names[:10]))}.")
-            table["label"] = names.map({n: i for i, n in enumerate(self.label_names)}).astype("int64")
-        return table, raw
+    def read(self, path, text_column: str | None = None, with_labels: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(the file's inputs [and labels] in the task's columns, its raw rows), columns found as in training."""
+        return self.task.read_inputs(path, self.config.data, text_column, with_labels)
 
     @keyword_errors
     def predict_file(self, path, out=None, text_column: str | None = None) -> pd.DataFrame:
-        """The input rows with prediction, confidence and per-label probabilities added."""
+        """The input rows with the task's prediction columns added (text classification: prediction,
+        confidence and per-label probabilities)."""
         table, raw = self.read(path, text_column)
-        labels, probs = self.task.decode(self._logits(table))
+        predictions = self.task.predictions_table(self._outputs(table)[0], table, with_inputs=False)
         result = raw.copy()
-        result["prediction"] = labels
-        result["confidence"] = probs.max(-1).round(5)
-        for i, name in enumerate(self.label_names):
-            result[f"p({name})"] = probs[:, i].round(5)
+        for column in predictions.columns:
+            result[column] = predictions[column].to_numpy()
         if out is not None:
-            out = Path(out)
-            tmp = out.with_name(f".tmp-{out.name}")
-            result.to_csv(tmp, index=False)
-            tmp.replace(out)
+            with atomic_file(Path(out)) as tmp:
+                result.to_csv(tmp, index=False)
         return result
 
     @keyword_errors
     def evaluate(self, path, text_column: str | None = None) -> dict:
         """Metrics on a labeled file (same label column as training)."""
         table, _ = self.read(path, text_column, with_labels=True)
-        return self.task.score(self._logits(table), table["label"].to_numpy())
+        outputs, features = self._outputs(table)
+        return self.task.score(outputs, features)
 
     @keyword_errors
     def save(self, path: str | Path) -> Path:
@@ -212,8 +188,9 @@ class Run:
         return export_run(self.path, out, merge)
 
     def __repr__(self) -> str:
-        test = (self.metrics.get("test") or self.metrics.get("validation") or {}).get("accuracy")
-        return f"Run('{self.path}', method={self.record['method']}, accuracy={test})"
+        metric = self.task.metrics[0].name
+        test = (self.metrics.get("test") or self.metrics.get("validation") or {}).get(metric)
+        return f"Run('{self.path}', method={self.record['method']}, {metric}={test})"
 
 
 @python_terms()

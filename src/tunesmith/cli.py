@@ -13,7 +13,6 @@ from .errors import TunesmithError, did_you_mean
 COMMANDS = {}
 PIPE_WIDTH = 1000  # stdout is a pipe or file: lines and tables as wide as they are, not cut to rich's 80 columns
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader closed early
-SUMMARY_METRICS = ("accuracy", "macro_f1", "mcc", "loss")
 
 
 def command(name: str, help: str):
@@ -79,11 +78,13 @@ def cmd_train(args) -> int:
 
 def print_summary(out, run_dir, metrics: dict) -> None:
     from .compare import print_fitted_table
+    from .tasks import get_task
 
     splits = [split for split in ("validation", "test") if metrics.get(split)]
     if splits:
+        names = [m.name for m in get_task(metrics.get("task", "text-classification")).metrics]
         print_fitted_table(out, lambda keys, titled: results_table(keys, splits, metrics, f"Results ({run_dir})" if titled else None),
-                           ["split", *SUMMARY_METRICS])
+                           ["split", *names])
     t = metrics["train"]
     refit = metrics.get("refit")
     steps = (f"{refit['selection_steps']} steps to choose the length, then {t['steps']} on all {refit['examples']:,} examples "
@@ -150,7 +151,8 @@ def cmd_predict(args) -> int:
     if not args.texts:
         raise TunesmithError("Nothing to predict: give texts after the run folder, or --file FILE.")
     for text, pred in zip(args.texts, run.predict(args.texts)):
-        print(json.dumps({"text": text, "label": pred["label"], "score": round(pred["score"], 4)}) if args.json else f"{pred['label']}\t{pred['score']:.3f}\t{text}")
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in pred.items() if k != "scores"}
+        print(json.dumps({"text": text, **shown}) if args.json else f"{run.task.describe_prediction(pred)}\t{text}")
     return 0
 
 
@@ -158,12 +160,14 @@ def cmd_predict(args) -> int:
 def cmd_eval(args) -> int:
     from .api import Run
 
-    metrics = Run(args.run, for_cli=True).evaluate(args.file, args.text_column)
+    run = Run(args.run, for_cli=True)
+    metrics = run.evaluate(args.file, args.text_column)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        print(f"{metrics['examples']} examples: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, MCC {metrics['mcc']:.4f}")
-        for name, m in metrics["per_class"].items():
+        shown = ", ".join(f"{m.label} {metrics[m.name]:.4f}" for m in run.task.metrics if metrics.get(m.name) is not None)
+        print(f"{metrics['examples']} examples: {shown}")
+        for name, m in (metrics.get("per_class") or {}).items():
             print(f"  {name}: precision {m['precision']:.3f} recall {m['recall']:.3f} f1 {m['f1']:.3f} (n={m['support']})")
     return 0
 
@@ -172,8 +176,9 @@ def cmd_eval(args) -> int:
 def cmd_export(args) -> int:
     from .api import Run
 
-    result = Run(args.run, for_cli=True).export(args.out, merge=args.merge)
-    done = {"plain": "a plain model; load it with transformers' AutoModelForSequenceClassification or pipeline",
+    run = Run(args.run, for_cli=True)
+    result = run.export(args.out, merge=args.merge)
+    done = {"plain": f"a plain model; load it with transformers' {run.task.model_class} or pipeline('{run.task.pipeline_task}')",
             "peft": "the PEFT adapter; load it with peft's PeftModel on the base model, or export with --merge for a plain model",
             "bottleneck": "the bottleneck adapter (bottleneck_adapter.json + .safetensors on top of the base model; tunesmith loads it)"}
     print(f"Wrote the tokenizer and {done[result['form']]}: {result['out']}")

@@ -186,7 +186,7 @@ def chosen_metric(comparison: Comparison) -> str:
     for r in comparison.results:
         if r.ok:
             return RunConfig.from_yaml(r.run_dir / "config.yaml").train.metric
-    return "accuracy"
+    return "loss"  # no run finished: every task has a loss
 
 
 def train_seconds(metrics: dict) -> float:

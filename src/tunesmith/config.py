@@ -41,6 +41,13 @@ class DataConfig:
 
 
 @dataclass
+class TaskConfig:
+    """The task, and (later) options only some tasks have, each named after its task."""
+
+    task: str = option("auto", "what to learn: auto (inferred from the data, printed), or a task name (text-classification)")
+
+
+@dataclass
 class ModelConfig:
     model: str = option("minilm-l6", "base model: an embedded name (see `tunesmith models`), a local Hugging Face folder or a hub name")
     max_length: int = option(128, "longest input in tokens; longer texts are truncated", min=8, max=8192)
@@ -81,8 +88,9 @@ class TrainConfig:
     warmup_ratio: float = option(0.06, "fraction of steps spent warming the learning rate up linearly", min=0.0, max=0.5)
     max_grad_norm: float = option(1.0, "clip the gradient norm to this (0 = no clipping)", min=0.0)
     early_stopping: int = option(2, "stop after this many evaluations without improvement, restoring the best weights (0 = off)", min=0)
-    metric: str = option("auto", "validation metric that picks the best weights (auto: accuracy, or macro_f1 when the largest class has 3x "
-                                 "the examples of the smallest)", choices=["auto", "accuracy", "macro_f1", "mcc", "loss"])
+    metric: str = option("auto", "validation metric that picks the best weights: one of the task's metrics (text classification: accuracy, "
+                                 "macro_f1, mcc, loss); auto: the task's default (text classification: accuracy, or macro_f1 when the "
+                                 "largest class has 3x the examples of the smallest)")
     evals_per_epoch: int = option(1, "validation passes per epoch", min=1, max=100)
     seed: int = option(42, "random seed for splits, initialisation and data order", min=0)
     precision: str = option("auto", "numeric precision of training, evaluation and prediction: auto (bf16 autocast on GPUs that support it; on a "
@@ -103,12 +111,13 @@ class OutputConfig:
     overwrite: bool = option(False, "replace an existing run folder")
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig, "train": TrainConfig, "output": OutputConfig}
+SECTIONS = {"data": DataConfig, "task": TaskConfig, "model": ModelConfig, "method": MethodConfig, "train": TrainConfig, "output": OutputConfig}
 
 
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

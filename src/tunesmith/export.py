@@ -2,8 +2,8 @@
 
 Without --merge the folder holds the model as the run saved it (a whole model, or the adapter
 alone) plus the tokenizer. With --merge an adapter is folded into the base weights and the folder
-is a plain Hugging Face model that `AutoModelForSequenceClassification.from_pretrained` and
-`pipeline("text-classification", ...)` load with no PEFT and no tunesmith. LoRA, DoRA and IA3 are
+is a plain Hugging Face model that the task's `AutoModelFor...` class and its `pipeline(...)` load
+with no PEFT and no tunesmith. LoRA, DoRA and IA3 are
 linear in the weights they adapt, so they merge exactly; bottleneck adapters add a nonlinear block
 and cannot be folded into the base weights.
 """
@@ -20,20 +20,21 @@ from .methods.loading import load_run_model, save_run_model, saved_model_kind
 from .atomic import atomic_folder
 
 MERGE_TOLERANCE = 1e-4
-PROBE_TEXTS = ["a warm, funny and moving film", "the plot was dull and the acting flat", "an ordinary movie, neither good nor bad"]
 
 
-def logits_of(model, batch: dict) -> torch.Tensor:
+def outputs_of(model, batch: dict) -> torch.Tensor:
+    """Every tensor the model returns (logits; start and end logits for QA), flattened into one."""
     with torch.inference_mode():
-        return model(**batch).logits.float()
+        output = model(**batch)
+    return torch.cat([v.float().flatten() for v in output.values() if isinstance(v, torch.Tensor)])
 
 
 def merge_adapter(model, probe_batch: dict):
-    """The PEFT model's adapter folded into its base weights; checked to give the same logits on probe_batch."""
+    """The PEFT model's adapter folded into its base weights; checked to give the same outputs on probe_batch."""
     model.eval()
-    expected = logits_of(model, probe_batch)
+    expected = outputs_of(model, probe_batch)
     merged = model.merge_and_unload()
-    difference = float((logits_of(merged, probe_batch) - expected).abs().max())
+    difference = float((outputs_of(merged, probe_batch) - expected).abs().max())
     if difference > MERGE_TOLERANCE:
         raise TunesmithError(f"Merging the adapter changed the model's outputs by up to {difference:.2g} (more than {MERGE_TOLERANCE}); "
                              f"export it without --merge and load it with PEFT instead.")
@@ -44,8 +45,11 @@ def export_run(run_dir, out, merge: bool = False) -> dict:
     """Write the run's model to `out`; returns {'out', 'form'}, form being 'plain', 'peft' or 'bottleneck'."""
     from transformers import AutoTokenizer
 
+    from .tasks import get_task
+
     run_dir, out = Path(run_dir), Path(out)
     record = finished_record(run_dir)
+    task = get_task(record["task"]).from_record(record)
     kind = saved_model_kind(run_dir)
     if merge and kind == "bottleneck":
         raise TunesmithError(f"The run in '{run_dir}' uses bottleneck adapters (--method adapter), which add a nonlinear block after each "
@@ -54,10 +58,12 @@ def export_run(run_dir, out, merge: bool = False) -> dict:
         raise TunesmithError(f"--out '{out}' already exists and is not empty; choose a new folder to export to.")
     cfg = RunConfig.from_yaml(run_dir / "config.yaml")
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
-    model = load_run_model(run_dir, record, cfg).eval()
+    model = load_run_model(run_dir, task, record, cfg).eval()
     if merge and kind == "peft":
-        probe = tokenizer(PROBE_TEXTS, padding=True, return_tensors="pt")
-        model, kind = merge_adapter(model, dict(probe)), "plain"
+        features = task.encode(tokenizer, task.probe_table(), cfg.model.max_length)
+        probe = task.collate(features, list(range(len(features))), tokenizer.pad_token_id or 0)
+        probe.pop("labels", None)
+        model, kind = merge_adapter(model, probe), "plain"
     with atomic_folder(out) as tmp:
         save_run_model(model, tmp)
         tokenizer.save_pretrained(tmp)

@@ -21,25 +21,22 @@ import torch
 
 from .assets.resolve import load_pretrained, resolve_model_source
 from .config import RunConfig
-from .data import load_labeled_data
-from .diagnostics import per_class_recall, prediction_warnings
+from .data.sources import read_data_file, resolve_sources
 from .errors import TunesmithError
 from .methods import adapt_model, get_method, resolve_learning_rate
 from .methods.groups import count_parameters
 from .perf import compute_dtype, freeze_word_embeddings, measure_matmul_rate, throughput, training_flops_per_token
 from .report.plots import plot_curves
 from .rundir import default_run_dir, hold_run_lock, prepare_run_dir, read_record, write_record
-from .tasks import get_task
-from .atomic import atomic_write_text
+from .tasks import choose_task, metric_named
+from .atomic import atomic_file, atomic_write_text
 from .train.checkpoint import list_checkpoints
 from .train.events import ProgressPrinter
 from .train.fit import fit, make_accelerator
 from .train.frozen_cache import TopOfModel, prepare_fit_inputs
-from .train.infer import predict_logits
-from .train.plan import IMBALANCE_RATIO, refit_epochs, resolve_training_choices
+from .train.infer import predict_outputs
+from .train.plan import refit_epochs, resolve_training_choices
 from .train.precision import autocast_for, choose_precision
-
-TASK = "text-classification"
 
 
 def environment(device) -> dict:
@@ -73,19 +70,16 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
                else default_run_dir(cfg.data.data or "run", cfg.output.resume, cfg.output.overwrite, say=console.print))
     cfg.output.out = str(run_dir)
 
-    # -- preflight: data in full, training choices, model, output folder ------------------
-    data = load_labeled_data(cfg.data, cfg.train.seed)
-    console.print(f"Data: {data.describe()}; text column '{data.text_column}', label column '{data.label_column}'.")
-    for note in data.notes:
-        console.print(f"Note: {note}")
-    refit, choices = resolve_training_choices(cfg, len(data.train), data.validation_from_split, data.imbalance_ratio)
+    # -- preflight: task and data in full, training choices, model, output folder -----------
+    task, data = prepare_task_data(cfg, console)
+    refit, choices = resolve_training_choices(cfg, len(data.train), data.validation_from_split, task.default_metric(data))
+    metric_named(task, cfg.train.metric)  # --metric names one of the task's metrics
     for reason in choices.reasons:
         console.print(reason)
     source = resolve_model_source(cfg.model.model)
     from transformers import AutoTokenizer
 
     tokenizer = load_pretrained(AutoTokenizer, source, cfg.model)
-    task = get_task(TASK)(data.label_names)
     model, groups = build_adapted_model(task, source, cfg)
     resume_from = prepare_run_dir(run_dir, cfg.output, expected_bytes=expected_run_bytes(model, cfg))
     stack.enter_context(hold_run_lock(run_dir))  # after prepare_run_dir, which may empty and create the folder
@@ -100,9 +94,8 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     trainable, total = count_parameters(model)
     console.print(f"Model: {cfg.model.model} ({total / 1e6:.1f}M parameters), method {method.name}: {trainable:,} trainable ({100 * trainable / total:.2f}%).")
 
-    record = {"status": "running", "task": TASK, "method": method.name, "adapter": method.adapter, "base_model": cfg.model.model,
-              "label_names": data.label_names, "text_column": data.text_column, "label_column": data.label_column,
-              "text_pair_column": data.text_pair_column, "sources": data.sources, "precision": precision}
+    record = {"status": "running", "task": task.name, "method": method.name, "adapter": method.adapter, "base_model": cfg.model.model,
+              **task.record(), "sources": data.sources, "precision": precision}
     write_record(run_dir, record)
     atomic_write_text(run_dir / "config.yaml", config_file_text(rerunnable_config(cfg), choices.reasons))
 
@@ -137,10 +130,11 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     metrics = {"validation": selection["validation"], "test": None}
     if test is not None:
         started = time.perf_counter()
-        logits, loss = predict_logits(model, task, test, cfg.train.eval_batch_size, pad_id, device, autocast)
-        metrics["test"] = task.score(logits, test.labels, loss)
+        outputs, loss = predict_outputs(model, task, test, cfg.train.eval_batch_size, pad_id, device, autocast)
+        metrics["test"] = task.score(outputs, test, loss)
         metrics["test"]["seconds"] = round(time.perf_counter() - started, 3)
-        write_predictions(run_dir / "test_predictions.csv", data.test, task, logits)
+        with atomic_file(run_dir / "test_predictions.csv") as tmp:
+            task.predictions_table(outputs, data.test).to_csv(tmp, index=False)
     # a refit run's training is both phases: the selection's loop and cache, then the refit's
     loop_seconds = state.train_seconds + (selection["seconds"] if refit else 0.0)
     cache_seconds = inputs.cache_seconds + (selection["cache_seconds"] if refit else 0.0)
@@ -164,17 +158,19 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     metrics["parameters"] = {"trainable": trainable, "total": total, "trainable_at_end": count_parameters(model)[0]}
     metrics["peak_memory_mb"] = round(peak_memory_mb(), 1)
     scored = "test" if metrics["test"] else "validation"
-    metrics["warnings"] = prediction_warnings(metrics[scored], scored)
+    metrics["warnings"] = task.warnings(metrics[scored], scored) if metrics[scored] else []
+    metrics["task"] = task.name
     save_model(model, tokenizer, run_dir, method.adapter)
-    plot_curves(selection["losses"], selection["history"], cfg.train.metric, run_dir / "curves.png",
+    plotted = cfg.train.metric if cfg.train.metric != "loss" else task.metrics[0].name  # the loss has its own panel
+    plot_curves(selection["losses"], selection["history"], plotted, run_dir / "curves.png",
                 title=f"{cfg.model.model} / {method.name} on {Path(cfg.data.data).name}")
     metrics["job_seconds"] = round(time.perf_counter() - job_started, 2)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     atomic_write_text(run_dir / "environment.json", json.dumps(dict(environment(device), seed=cfg.train.seed), indent=2))
     record["status"] = "done"
     write_record(run_dir, record)
-    if metrics[scored] and data.imbalance_ratio >= IMBALANCE_RATIO:
-        console.print(f"Per-label recall ({scored}): {per_class_recall(metrics[scored])}.")
+    for line in task.summary_lines(metrics[scored], scored) if metrics[scored] else []:
+        console.print(line)
     for warning in metrics["warnings"]:
         console.print(f"[bold yellow]Warning:[/bold yellow] {warning}")
     return run_dir, metrics
@@ -191,11 +187,28 @@ class Phase:
     best_scores: dict | None
 
 
+def prepare_task_data(cfg: RunConfig, console):
+    """The task (--task, or inferred from the training file) and its validated splits, with notes printed."""
+    sources = resolve_sources(cfg.data)
+    raw = read_data_file(sources["train"], cfg.data.encoding, role="training")
+    task_cls, why = choose_task(cfg.task.task, raw, cfg.data)
+    if cfg.train.metric != "auto":
+        metric_named(task_cls, cfg.train.metric)  # a wrong --metric is refused before the data is prepared
+    task, data = task_cls.prepare(raw, sources, cfg, cfg.train.seed)
+    if cfg.task.task == "auto":
+        cfg.task.task = task.name  # config.yaml records what ran
+        console.print(f"Task: {task.name} ({why}); --task to choose another.")
+    console.print(f"Data: {data.summary}; {data.columns}.")
+    for note in data.notes:
+        console.print(f"Note: {note}")
+    return task, data
+
+
 def build_adapted_model(task, source, cfg):
     """The task model from the base weights, seeded, with the method applied: the same every time."""
     torch.manual_seed(cfg.train.seed)
     model = task.build_model(source, cfg.model)
-    model, groups = adapt_model(model, cfg.method)  # the method decides what trains; the task head always does
+    model, groups = adapt_model(model, cfg.method, task)  # the method decides what trains; the task head always does
     if cfg.method.freeze_word_embeddings:
         freeze_word_embeddings(model)
     return model, groups
@@ -219,9 +232,9 @@ def summarise_phase(phase: Phase, validation, task, cfg, pad_id: int, device, pr
     """What the selection phase decided (plain JSON, so a resumed refit need not run it again)."""
     scores = phase.best_scores  # the last validation pass scored these very weights
     if scores is None and validation is not None:  # from the cached features when there are some
-        logits, loss = predict_logits(phase.inputs.model, phase.inputs.task, phase.inputs.validation, cfg.train.eval_batch_size, pad_id,
-                                      device, autocast_for(precision, device))
-        scores = task.score(logits, validation.labels, loss)
+        outputs, loss = predict_outputs(phase.inputs.model, phase.inputs.task, phase.inputs.validation, cfg.train.eval_batch_size, pad_id,
+                                        device, autocast_for(precision, device))
+        scores = task.score(outputs, phase.inputs.validation, loss)
     state = phase.state
     return {"validation": scores, "best_step": state.best_step, "steps": state.step, "steps_per_epoch": state.steps_per_epoch,
             "seconds": round(state.train_seconds, 2), "cache_seconds": round(phase.inputs.cache_seconds, 2), "tokens": state.tokens,
@@ -285,21 +298,6 @@ def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
     if diffs:
         raise TunesmithError(f"--resume continues the run as it was configured, but these options differ from its config.yaml: {', '.join(diffs[:5])}; "
                              f"drop them, or start a new run in another --out.")
-
-
-def write_predictions(path: Path, table: pd.DataFrame, task, logits) -> None:
-    labels, probs = task.decode(logits)
-    out = pd.DataFrame({"text": table["text"]})
-    if "text_pair" in table:
-        out["text_pair"] = table["text_pair"]
-    out["label"] = [task.label_names[i] for i in table["label"]]
-    out["prediction"] = labels
-    out["confidence"] = probs.max(-1).round(5)
-    for i, name in enumerate(task.label_names):
-        out[f"p({name})"] = probs[:, i].round(5)
-    tmp = path.with_name(f".tmp-{path.name}")
-    out.to_csv(tmp, index=False)
-    tmp.replace(path)
 
 
 def save_model(model, tokenizer, run_dir: Path, adapter: bool) -> None:

@@ -48,16 +48,14 @@ def classification_metrics(labels, predictions, label_names: list[str], loss: fl
     return result
 
 
-LOWER_IS_BETTER = {"loss"}
-
-
-def is_better(metric: str, new: float, best: float | None, new_loss: float | None = None, best_loss: float | None = None) -> bool:
+def is_better(new: float, best: float | None, higher_is_better: bool = True, new_loss: float | None = None,
+              best_loss: float | None = None) -> bool:
     """A strictly better metric, or the same one at a lower validation loss.
 
     The tie-break matters on small validation sets, where accuracy moves in steps of one example:
     without it a run stops at the first plateau, and with it the less over-confident weights win."""
     if best is None:
         return True
-    if new == best and new_loss is not None and best_loss is not None and metric not in LOWER_IS_BETTER:
+    if new == best and new_loss is not None and best_loss is not None:
         return new_loss < best_loss
-    return new < best if metric in LOWER_IS_BETTER else new > best
+    return new > best if higher_is_better else new < best

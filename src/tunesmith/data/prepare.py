@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..assets.registry import DATASETS, dataset_files, require_dataset
 from ..errors import TunesmithError
 from .columns import (ColumnChoice, choose_label_column, choose_text_column, clean_labels, clean_text,
                       match_training_spellings, merge_label_spellings, require_column, sort_label_names, spelling_note)
-from .read import read_table
+from .sources import read_data_file, resolve_sources
 
 # The automatic validation split (no --validation file, no --val-fraction): 10% of the rows, at least
 # min(50, 20%) and one row per label within that 20%, at most 2,000 rows.
@@ -54,27 +52,15 @@ class LabeledData:
         return f"{' / '.join(parts)} examples, {len(self.label_names)} labels ({', '.join(self.label_names[:8])}{', ...' if len(self.label_names) > 8 else ''})"
 
 
-def resolve_sources(data_cfg) -> dict[str, str | None]:
-    """Paths of train/validation/test: a file, or the files of a bundled dataset name."""
-    if not data_cfg.data:
-        raise TunesmithError("No training data given; pass a file (CSV, TSV, JSON, JSONL, Parquet) or a bundled dataset name such as rotten-tomatoes.")
-    sources = {"train": data_cfg.data, "validation": data_cfg.validation, "test": data_cfg.test}
-    path = Path(data_cfg.data)
-    if not path.exists() and not path.suffix and (data_cfg.data in DATASETS or "/" not in data_cfg.data):
-        require_dataset(data_cfg.data)
-        files = dataset_files(data_cfg.data)
-        sources["train"] = str(files["train"])
-        if data_cfg.validation is None and data_cfg.val_fraction != 0:  # None or a fraction: the dataset's own split
-            sources["validation"] = str(files["validation"])
-        if data_cfg.test is None:
-            sources["test"] = str(files["test"])
-    return sources
-
-
 def load_labeled_data(data_cfg, seed: int) -> LabeledData:
+    """The text-classification splits of the configured files (resolve, read, prepare)."""
     sources = resolve_sources(data_cfg)
+    return prepare_labeled_data(read_data_file(sources["train"], data_cfg.encoding, role="training"), sources, data_cfg, seed)
+
+
+def prepare_labeled_data(train_raw: pd.DataFrame, sources: dict, data_cfg, seed: int) -> LabeledData:
+    """Text, [text pair] and label columns chosen, labels tidied and mapped to ids, validation split off."""
     path = sources["train"]
-    train_raw = read_table(path, data_cfg.encoding, role="training")
     columns, notes = choose_columns(train_raw, data_cfg, path)
     text_col, pair_col, label_col = columns
     keep_spelling = data_cfg.keep_label_spelling
@@ -146,7 +132,7 @@ def tidy(raw: pd.DataFrame, columns, path, keep_spelling: bool = False) -> pd.Da
 def read_other_file(role: str, sources: dict, columns, data_cfg, names) -> pd.DataFrame:
     """The validation or test file, tidied, its labels spelled as in training unless --keep-label-spelling."""
     path = sources[role]
-    table = tidy(read_table(path, data_cfg.encoding, role=role), columns, path, data_cfg.keep_label_spelling)
+    table = tidy(read_data_file(path, data_cfg.encoding, role=role), columns, path, data_cfg.keep_label_spelling)
     if not data_cfg.keep_label_spelling:
         table["label"] = match_training_spellings(table["label"], names)
     return table

@@ -1,6 +1,6 @@
 """Fine-tuning methods: one module each, registered by name, all with the same small interface.
 
-A method module defines `apply(model, cfg, groups) -> model`, which decides which weights train
+A method module defines `apply(model, cfg, groups, task) -> model`, which decides which weights train
 (setting requires_grad, or wrapping the model with adapters), and is registered with
 `@register_method(name, summary, lr=...)`, lr being the method's default peak learning rate
 (methods that train few weights from small initial values want a far higher rate than a full
@@ -58,12 +58,13 @@ def resolve_learning_rate(cfg):
     return cfg
 
 
-def adapt_model(model, method_cfg):
-    """Apply the configured method; returns the model and its parameter groups. The task head
-    always trains, except PEFT's frozen `original_module` copy of it (PEFT trains its own copy)."""
+def adapt_model(model, method_cfg, task=None):
+    """Apply the configured method for `task` (None: a sequence classifier, for direct callers); returns
+    the model and its parameter groups. The task head always trains, except PEFT's frozen
+    `original_module` copy of it (PEFT trains its own copy)."""
     from .groups import parameter_groups, set_trainable
 
-    model = get_method(method_cfg.method).apply(model, method_cfg, parameter_groups(model))
+    model = get_method(method_cfg.method).apply(model, method_cfg, parameter_groups(model), task)
     groups = parameter_groups(model)
     set_trainable([(n, p) for n, p in groups.head if "original_module" not in n], True)
     return model, groups

@@ -82,7 +82,7 @@ def adapted_sublayers(model) -> dict[str, AdaptedSublayer]:
 
 
 @register_method("adapter", "bottleneck adapters after feed-forward (pfeiffer) or also after attention (houlsby); saves a small adapter", adapter=True, lr=1e-3)
-def apply(model, cfg, groups):
+def apply(model, cfg, groups, task):
     names = sublayers_to_adapt(model, cfg.adapter_placement)
     model.requires_grad_(False)
     insert_adapters(model, names, cfg.adapter_size)

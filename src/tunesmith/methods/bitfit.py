@@ -6,7 +6,7 @@ from .groups import set_trainable
 
 
 @register_method("bitfit", "train only the bias terms of the base model, and the task head", lr=1e-3)
-def apply(model, cfg, groups):
+def apply(model, cfg, groups, task):
     for name, param in model.named_parameters():
         param.requires_grad_(name.endswith(".bias"))
     set_trainable(groups.head, True)

@@ -7,7 +7,7 @@ from .peft_adapters import wrap_with_peft
 
 
 @register_method("dora", "LoRA on weight directions plus trainable magnitudes (PEFT); saves a small adapter", adapter=True, lr=1e-3)
-def apply(model, cfg, groups):
+def apply(model, cfg, groups, task):
     from peft import LoraConfig
 
-    return wrap_with_peft(model, LoraConfig, groups, "dora", use_dora=True, **lora_options(model, cfg))
+    return wrap_with_peft(model, LoraConfig, groups, "dora", task, use_dora=True, **lora_options(model, cfg))

@@ -18,7 +18,7 @@ def layers_to_freeze(cfg, num_layers: int) -> int:
 
 
 @register_method("freeze", "freeze the embeddings and the bottom --freeze-layers layers (default half); train the rest")
-def apply(model, cfg, groups):
+def apply(model, cfg, groups, task):
     n = layers_to_freeze(cfg, groups.num_layers)
     model.requires_grad_(True)
     set_trainable(groups.embeddings, False)

@@ -11,7 +11,7 @@ from .groups import set_trainable
 
 
 @register_method("gradual", "train the head first, then unfreeze one more layer group from the top each epoch (--unfreeze-every K steps)", lr=1e-3)
-def apply(model, cfg, groups):
+def apply(model, cfg, groups, task):
     model.requires_grad_(False)
     set_trainable(groups.head, True)
     return model

@@ -7,7 +7,7 @@ from .targets import family_of, user_targets
 
 
 @register_method("ia3", "learned vectors that rescale keys, values and feed-forward activations (PEFT); tiny adapter", adapter=True, lr=3e-3)
-def apply(model, cfg, groups):
+def apply(model, cfg, groups, task):
     from peft import IA3Config
 
     family = family_of(model)
@@ -15,4 +15,4 @@ def apply(model, cfg, groups):
     # Which targets are feed-forward (scaled on their input) follows the family table; for other families
     # PEFT's own table when it picks the targets too, and none when the user names them.
     feedforward = family.ia3_feedforward if family else ([] if targets else None)
-    return wrap_with_peft(model, IA3Config, groups, "ia3", target_modules=targets, feedforward_modules=feedforward)
+    return wrap_with_peft(model, IA3Config, groups, "ia3", task, target_modules=targets, feedforward_modules=feedforward)

@@ -4,14 +4,14 @@
 - peft: a PEFT adapter folder, adapter_config.json + adapter_model.safetensors (lora, dora, ia3);
 - bottleneck: our adapter format, bottleneck_adapter.json + .safetensors (adapter).
 
-Adapter forms hold only what training changed; loading rebuilds the base model from the run's
-base_model and label names, then adds the adapter.
+Adapter forms hold only what training changed; loading rebuilds the task model from the run's
+base_model with the task's builder, then adds the adapter.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..assets.resolve import load_pretrained, resolve_model_source
+from ..assets.resolve import resolve_model_source
 from .adapter import ADAPTER_CONFIG, adapted_sublayers, load_bottleneck_adapter, save_bottleneck_adapter
 from .peft_adapters import quiet_peft
 
@@ -40,23 +40,13 @@ def save_run_model(model, folder: Path) -> None:
         model.save_pretrained(folder, safe_serialization=True)
 
 
-def load_base_model(record: dict, cfg):
-    """The run's base model with a head of the run's labels (its weights come from the adapter)."""
-    from transformers import AutoModelForSequenceClassification
-
-    names = record["label_names"]
-    return load_pretrained(AutoModelForSequenceClassification, resolve_model_source(record["base_model"]), cfg.model,
-                           num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-
-
-def load_run_model(run_dir: Path, record: dict, cfg):
-    from transformers import AutoModelForSequenceClassification
-
+def load_run_model(run_dir: Path, task, record: dict, cfg):
+    """The fine-tuned model of a run folder, built by the task's own builder (as in training)."""
     run_dir = Path(run_dir)
     kind = saved_model_kind(run_dir)
     if kind == "plain":
-        return load_pretrained(AutoModelForSequenceClassification, str(run_dir), cfg.model)
-    base = load_base_model(record, cfg)
+        return task.build_model(str(run_dir), cfg.model)
+    base = task.build_model(resolve_model_source(record["base_model"]), cfg.model)  # the head's weights come from the adapter
     if kind == "bottleneck":
         return load_bottleneck_adapter(base, run_dir)
     from peft import PeftModel

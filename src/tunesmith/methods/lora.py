@@ -15,7 +15,7 @@ def lora_options(model, cfg) -> dict:
 
 
 @register_method("lora", "low-rank updates beside the attention and feed-forward weights (PEFT); saves a small adapter", adapter=True, lr=1e-3)
-def apply(model, cfg, groups):
+def apply(model, cfg, groups, task):
     from peft import LoraConfig
 
-    return wrap_with_peft(model, LoraConfig, groups, "lora", **lora_options(model, cfg))
+    return wrap_with_peft(model, LoraConfig, groups, "lora", task, **lora_options(model, cfg))

@@ -31,13 +31,15 @@ def quiet_peft():
         yield
 
 
-def wrap_with_peft(model, peft_config_cls, groups, method: str, **options):
-    """get_peft_model with task_type SEQ_CLS and the head in modules_to_save; PEFT's errors as one sentence."""
+def wrap_with_peft(model, peft_config_cls, groups, method: str, task=None, **options):
+    """get_peft_model with the task's PEFT task type (SEQ_CLS when no task is given) and the head in
+    modules_to_save; PEFT's errors as one sentence."""
     from peft import get_peft_model
 
     head = head_module_names(groups)
+    task_type = task.peft_task_type if task is not None else "SEQ_CLS"
     try:
-        config = peft_config_cls(task_type="SEQ_CLS", modules_to_save=head, exclude_modules=head, **options)
+        config = peft_config_cls(task_type=task_type, modules_to_save=head, exclude_modules=head, **options)
         with quiet_peft():
             return get_peft_model(model, config)
     except ValueError as exc:

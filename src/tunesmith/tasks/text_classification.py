@@ -1,19 +1,23 @@
-"""Text classification: one text (or a text pair) -> one of N labels."""
+"""Text classification: one text (or a text pair) -> one of N labels. The fallback of --task auto."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from ..assets.resolve import load_pretrained
 from ..data.batching import pad_batch
+from ..errors import TunesmithError
 from ..metrics import classification_metrics
 from . import register_task
+from .protocol import Metric, Splits
 
 DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
                   "attention_dropout", "seq_classif_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+PROBE_TEXTS = ["a warm, funny and moving film", "the plot was dull and the acting flat", "an ordinary movie, neither good nor bad"]
 
 
 @dataclass
@@ -29,12 +33,74 @@ class Features:
         return len(self.input_ids)
 
 
+def set_dropout(config, dropout: float | None) -> None:
+    """--dropout: every dropout rate the architecture's config names (the base model's own when None)."""
+    if dropout is not None:
+        for name in DROPOUT_FIELDS:
+            if hasattr(config, name):
+                setattr(config, name, dropout)
+
+
+def encode_texts(tokenizer, table: pd.DataFrame, max_length: int, labels) -> Features:
+    """Token ids of the `text` column (and `text_pair`, encoded as a pair), truncated to max_length."""
+    pair = table["text_pair"].tolist() if "text_pair" in table else None
+    encoded = tokenizer(table["text"].tolist(), pair, truncation=True, max_length=max_length)
+    ids = encoded["input_ids"]
+    types = encoded.get("token_type_ids") if pair is not None else None
+    return Features(ids, np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), labels, types)
+
+
+def collate_texts(features: Features, indices: list[int], pad_id: int) -> dict:
+    ids, mask = pad_batch([features.input_ids[i] for i in indices], pad_id)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if features.token_type_ids is not None:
+        batch["token_type_ids"], _ = pad_batch([features.token_type_ids[i] for i in indices], 0)
+    if features.labels is not None:
+        batch["labels"] = torch.as_tensor(features.labels[indices])
+    return batch
+
+
 @register_task("text-classification")
 class TextClassification:
     pipeline_task = "text-classification"
+    model_class = "AutoModelForSequenceClassification"
+    peft_task_type = "SEQ_CLS"
+    trains_output_head = True
+    metrics = (Metric("accuracy"), Metric("macro_f1", title="macro-F1"), Metric("mcc", title="MCC"), Metric("loss", higher_is_better=False))
 
-    def __init__(self, label_names: list[str]):
+    def __init__(self, label_names: list[str], text_column: str = "text", label_column: str = "label",
+                 text_pair_column: str | None = None, imbalance_ratio: float = 1.0):
         self.label_names = list(label_names)
+        self.text_column, self.label_column, self.text_pair_column = text_column, label_column, text_pair_column
+        self.imbalance_ratio = imbalance_ratio  # of the training labels; known only while training
+
+    # -- identity and data ------------------------------------------------------------------
+    @classmethod
+    def detect(cls, raw: pd.DataFrame, data_cfg) -> str | None:
+        return "a text column and a label column"  # any table: the columns are checked in prepare
+
+    @classmethod
+    def prepare(cls, raw: pd.DataFrame, sources: dict, cfg, seed: int) -> tuple["TextClassification", Splits]:
+        from ..data.prepare import prepare_labeled_data
+
+        data = prepare_labeled_data(raw, sources, cfg.data, seed)
+        task = cls(data.label_names, data.text_column, data.label_column, data.text_pair_column, data.imbalance_ratio)
+        return task, Splits(data.train, data.validation, data.test, data.sources, data.notes, data.validation_from_split,
+                            summary=data.describe(), columns=f"text column '{data.text_column}', label column '{data.label_column}'")
+
+    @classmethod
+    def from_record(cls, record: dict) -> "TextClassification":
+        return cls(record["label_names"], record.get("text_column", "text"), record.get("label_column", "label"),
+                   record.get("text_pair_column"))
+
+    def record(self) -> dict:
+        return {"label_names": self.label_names, "text_column": self.text_column, "label_column": self.label_column,
+                "text_pair_column": self.text_pair_column}
+
+    def default_metric(self, splits: Splits) -> tuple[str, str | None]:
+        from ..train.plan import choose_metric
+
+        return choose_metric(self.imbalance_ratio)
 
     # -- model ------------------------------------------------------------------------------
     def build_model(self, source: str, model_cfg):
@@ -43,40 +109,102 @@ class TextClassification:
         config = load_pretrained(AutoConfig, source, model_cfg, num_labels=len(self.label_names),
                                  id2label=dict(enumerate(self.label_names)),
                                  label2id={n: i for i, n in enumerate(self.label_names)})
-        if model_cfg.dropout is not None:
-            for name in DROPOUT_FIELDS:
-                if hasattr(config, name):
-                    setattr(config, name, model_cfg.dropout)
+        set_dropout(config, model_cfg.dropout)
         config.problem_type = "single_label_classification"
         return load_pretrained(AutoModelForSequenceClassification, source, model_cfg, config=config)
 
-    # -- data -------------------------------------------------------------------------------
-    def encode(self, tokenizer, table, max_length: int) -> Features:
-        pair = table["text_pair"].tolist() if "text_pair" in table else None
-        encoded = tokenizer(table["text"].tolist(), pair, truncation=True, max_length=max_length)
-        ids = encoded["input_ids"]
+    # -- tensors and loss -------------------------------------------------------------------
+    def encode(self, tokenizer, table: pd.DataFrame, max_length: int) -> Features:
         labels = table["label"].to_numpy(dtype=np.int64) if "label" in table else None
-        types = encoded.get("token_type_ids") if pair is not None else None
-        return Features(ids, np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), labels, types)
+        return encode_texts(tokenizer, table, max_length, labels)
 
     def collate(self, features: Features, indices: list[int], pad_id: int) -> dict:
-        ids, mask = pad_batch([features.input_ids[i] for i in indices], pad_id)
-        batch = {"input_ids": ids, "attention_mask": mask}
-        if features.token_type_ids is not None:
-            batch["token_type_ids"], _ = pad_batch([features.token_type_ids[i] for i in indices], 0)
-        if features.labels is not None:
-            batch["labels"] = torch.as_tensor(features.labels[indices])
-        return batch
+        return collate_texts(features, indices, pad_id)
 
-    # -- loss and metrics -------------------------------------------------------------------
-    def loss_sum(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Summed (not averaged) loss: the loop divides by the examples in the optimizer step."""
-        return F.cross_entropy(logits.float(), labels, reduction="sum")
+    def target_count(self, labels: torch.Tensor) -> int:
+        return len(labels)
 
-    def score(self, logits: np.ndarray, labels: np.ndarray, loss: float | None = None) -> dict:
-        return classification_metrics(labels, logits.argmax(-1), self.label_names, loss)
+    def loss(self, output, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Summed (not averaged) cross-entropy: the loop divides by the examples in the optimizer step."""
+        return F.cross_entropy(output.logits.float(), labels, reduction="sum"), len(labels)
+
+    def outputs(self, output, batch: dict) -> torch.Tensor:
+        return output.logits.float()
+
+    # -- scoring and predictions ------------------------------------------------------------
+    def score(self, outputs: np.ndarray, features, loss: float | None = None) -> dict:
+        return classification_metrics(features.labels, outputs.argmax(-1), self.label_names, loss)
+
+    def warnings(self, scores: dict, split: str) -> list[str]:
+        from ..diagnostics import prediction_warnings
+
+        return prediction_warnings(scores, split)
+
+    def summary_lines(self, scores: dict, split: str) -> list[str]:
+        from ..diagnostics import per_class_recall
+        from ..train.plan import IMBALANCE_RATIO
+
+        return [f"Per-label recall ({split}): {per_class_recall(scores)}."] if self.imbalance_ratio >= IMBALANCE_RATIO else []
 
     def decode(self, logits: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Label names and the probability of every label, per example."""
         probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), -1).numpy()
         return [self.label_names[i] for i in probs.argmax(-1)], probs
+
+    def predictions_table(self, outputs: np.ndarray, table: pd.DataFrame, with_inputs: bool = True) -> pd.DataFrame:
+        labels, probs = self.decode(outputs)
+        out = pd.DataFrame(index=range(len(labels)))
+        if with_inputs:
+            out["text"] = table["text"].to_numpy()
+            if "text_pair" in table:
+                out["text_pair"] = table["text_pair"].to_numpy()
+            if "label" in table:
+                out["label"] = [self.label_names[i] for i in table["label"]]
+        out["prediction"] = labels
+        out["confidence"] = probs.max(-1).round(5)
+        for i, name in enumerate(self.label_names):
+            out[f"p({name})"] = probs[:, i].round(5)
+        return out
+
+    def predict_records(self, outputs: np.ndarray, table: pd.DataFrame) -> list[dict]:
+        labels, probs = self.decode(outputs)
+        return [{"label": label, "score": float(p.max()), "scores": dict(zip(self.label_names, map(float, p)))}
+                for label, p in zip(labels, probs)]
+
+    def describe_prediction(self, record: dict) -> str:
+        return f"{record['label']}\t{record['score']:.3f}"
+
+    def inputs_table(self, inputs, pairs=None) -> pd.DataFrame:
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        table = pd.DataFrame({"text": [str(t) for t in texts]})
+        if pairs is not None:
+            table["text_pair"] = [str(t) for t in ([pairs] if isinstance(pairs, str) else pairs)]
+        return table
+
+    def read_inputs(self, path, data_cfg, column: str | None = None, with_labels: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+        from ..data.columns import clean_labels, clean_text, match_training_spellings, require_column
+        from ..data.sources import read_data_file
+
+        raw = read_data_file(path, data_cfg.encoding, role="input")
+        text = require_column(raw, column or self.text_column, path, "--text-column")
+        table = pd.DataFrame({"text": clean_text(raw, text, path)})
+        if self.text_pair_column:
+            pair = require_column(raw, self.text_pair_column, path, "--text-pair-column")
+            table["text_pair"] = clean_text(raw, pair, path)
+        if with_labels:
+            label = require_column(raw, self.label_column, path, "--label-column")
+            names = clean_labels(raw, label, path, keep_spelling=data_cfg.keep_label_spelling)
+            if not data_cfg.keep_label_spelling:
+                names = match_training_spellings(names, self.label_names)
+            unseen = sorted(set(names) - set(self.label_names))
+            if unseen:
+                raise TunesmithError(f"'{path}' has labels this model never saw in training ({', '.join(map(repr, unseen[:5]))}); "
+                                     f"it knows {', '.join(map(repr, self.label_names[:10]))}.")
+            table["label"] = names.map({n: i for i, n in enumerate(self.label_names)}).astype("int64")
+        return table, raw
+
+    def probe_table(self) -> pd.DataFrame:
+        table = pd.DataFrame({"text": PROBE_TEXTS})
+        if self.text_pair_column:
+            table["text_pair"] = list(reversed(PROBE_TEXTS))
+        return table

@@ -16,12 +16,13 @@ import torch
 from ..data.batching import length_grouped_batches, move
 from ..errors import RunInterrupted, TunesmithError
 from ..metrics import is_better
+from ..tasks.protocol import metric_named
 from . import checkpoint as ckpt
 from .events import Events, LoopContext, TrainState
 from .fast_dropout import cheaper_dropout
 from .faults import fault_point, poison_loss
 from .first_token import first_token_forward
-from .infer import predict_logits
+from .infer import predict_outputs
 from .optim import build_optimizer, build_scheduler
 from .plan import resolve_training_choices
 from .precision import autocast_for
@@ -89,7 +90,8 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
 
     tc = resolve_learning_rate(cfg).train
     if tc.epochs is None or tc.metric == "auto":  # job.py resolves these from the data; direct callers get the same rule
-        resolve_training_choices(cfg, len(train), validation_from_split=False, imbalance_ratio=1.0)
+        resolve_training_choices(cfg, len(train), validation_from_split=False, metric=(task.metrics[0].name, None))
+    higher_is_better = metric_named(task, tc.metric).higher_is_better
     torch.manual_seed(tc.seed)
     accelerator = make_accelerator(tc)
     autocast = autocast_for(precision, accelerator.device)
@@ -116,13 +118,13 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
         nonlocal best_scores
         if validation is None:
             return
-        logits, loss = predict_logits(model, task, validation, tc.eval_batch_size, pad_id, accelerator.device, autocast)
-        result = task.score(logits, validation.labels, loss)
+        outputs, loss = predict_outputs(model, task, validation, tc.eval_batch_size, pad_id, accelerator.device, autocast)
+        result = task.score(outputs, validation, loss)
         fault_point("evaluate", state.step)
         loop.last_eval = result
         value = result[tc.metric]
-        state.history.append({"step": state.step, "epoch": state.step / steps_per_epoch, "val": {k: result[k] for k in ("loss", "accuracy", "macro_f1", "mcc")}})
-        if is_better(tc.metric, value, state.best_metric, result.get("loss"), state.best_loss):
+        state.history.append({"step": state.step, "epoch": state.step / steps_per_epoch, "val": {m.name: result[m.name] for m in task.metrics if m.name in result}})
+        if is_better(value, state.best_metric, higher_is_better, result.get("loss"), state.best_loss):
             state.best_metric, state.best_step, state.bad_evals, state.best_loss = value, state.step, 0, result.get("loss")
             best_scores = result
             ckpt.save_best_weights(folder, model, state)
@@ -137,17 +139,19 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
         ckpt.prune_checkpoints(folder, tc.keep_checkpoints)
 
     def train_step(indices: list[int]) -> float | None:
-        """Forward and backward over micro-batches; the loss is summed then divided by the
-        examples in the whole step, so gradient accumulation gives the same update as one batch."""
+        """Forward and backward over micro-batches; the loss is summed then divided by the targets
+        (examples, or tokens) of the whole step, so gradient accumulation gives the same update as one batch."""
         optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=accelerator.device)  # summed on the device: no host sync per micro-batch
-        for micro in chunk(indices, state.grad_accum):
+        micro_batches = [(micro, task.collate(train, micro, pad_id)) for micro in chunk(indices, state.grad_accum)]
+        targets = sum(task.target_count(batch["labels"]) for _, batch in micro_batches)
+        for micro, batch in micro_batches:
             fault_point("micro-batch", len(micro))
-            batch = move(task.collate(train, micro, pad_id), accelerator.device)
+            batch = move(batch, accelerator.device)
             labels = batch.pop("labels")
             with autocast():
-                logits = forward(**batch).logits
-            loss = poison_loss(task.loss_sum(logits, labels) / len(indices), state.step + 1)
+                output = forward(**batch)
+            loss = poison_loss(task.loss(output, labels)[0] / max(targets, 1), state.step + 1)
             accelerator.backward(loss)
             total += loss.detach().float()
             state.tokens += int(train.lengths[micro].sum())

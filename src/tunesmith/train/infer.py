@@ -8,25 +8,39 @@ from ..data.batching import length_sorted_batches, move
 from .first_token import first_token_forward
 
 
-def predict_logits(model, task, features, batch_size: int, pad_id: int, device, autocast=None) -> tuple[np.ndarray, float | None]:
-    """Logits for every example in input order, and the mean loss when labels are present."""
+def predict_outputs(model, task, features, batch_size: int, pad_id: int, device, autocast=None) -> tuple[np.ndarray | list, float | None]:
+    """The task's outputs for every example in input order, and the mean loss when labels are present.
+
+    Outputs are one array (N, ...) when the task's are dense (logits of a classifier), or a list of
+    per-example arrays when they are ragged (a tag per token, start/end scores per window)."""
     was_training = model.training
     model.eval()
     forward = first_token_forward(model) or model  # classifiers read one position of the last layer: compute only it
-    outputs, order, loss_sum = [], [], torch.zeros((), dtype=torch.float64, device=device)
+    dense, ragged, order = [], [], []
+    loss_sum, count = torch.zeros((), dtype=torch.float64, device=device), 0
     with torch.inference_mode():
         for indices in length_sorted_batches(features.lengths, batch_size):
             batch = move(task.collate(features, indices, pad_id), device)
             labels = batch.pop("labels", None)
             with autocast() if autocast else torch.autocast("cpu", enabled=False):
-                logits = forward(**batch).logits
+                output = forward(**batch)
             if labels is not None:
-                loss_sum += task.loss_sum(logits, labels).double()
-            outputs.append(logits.float())
+                total, targets = task.loss(output, labels)
+                loss_sum += total.double()
+                count += targets
+            out = task.outputs(output, batch)
+            (dense if isinstance(out, torch.Tensor) else ragged).append(out)
             order.extend(indices)
     model.train(was_training)
-    logits = torch.cat(outputs).cpu().numpy()  # one copy back, after the last batch
-    result = np.empty_like(logits)
-    result[np.asarray(order)] = logits
-    loss = float(loss_sum) / len(order) if features.labels is not None else None
+    loss = float(loss_sum) / max(count, 1) if features.labels is not None else None
+    positions = np.asarray(order)
+    if ragged:
+        result = [None] * len(order)
+        for i, item in zip(order, (item for part in ragged for item in part)):
+            result[i] = item
+        return result, loss
+    outputs = torch.cat(dense).cpu().numpy()  # one copy back, after the last batch
+    result = np.empty_like(outputs)
+    result[positions] = outputs
     return result, loss
+

@@ -78,14 +78,16 @@ def choose_metric(imbalance_ratio: float) -> tuple[str, str | None]:
     return "accuracy", None
 
 
-def resolve_training_choices(cfg, examples: int, validation_from_split: bool, imbalance_ratio: float) -> tuple[bool, TrainingChoices]:
-    """Fill cfg.train's automatic fields in place; returns (refit, choices with their reasons)."""
+def resolve_training_choices(cfg, examples: int, validation_from_split: bool, metric: tuple[str, str | None]) -> tuple[bool, TrainingChoices]:
+    """Fill cfg.train's automatic fields in place; returns (refit, choices with their reasons).
+
+    `metric` is the task's choice for --metric auto and why (task.default_metric)."""
     tc, choices = cfg.train, TrainingChoices()
     if tc.epochs is None:
         tc.epochs, why = choose_epochs(examples, tc.batch_size)
         choices.note(f"Training length: {why}" + (f"; early stopping after {tc.early_stopping} evaluations without improvement." if tc.early_stopping else "."))
     if tc.metric == "auto":
-        tc.metric, why = choose_metric(imbalance_ratio)
+        tc.metric, why = metric
         if why:
             choices.note(f"Metric: {why}.")
     refit, why = choose_refit(tc.refit, examples, validation_from_split)

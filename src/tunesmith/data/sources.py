@@ -1,0 +1,36 @@
+"""Where the data comes from: the user's files or a bundled dataset's, and reading any of them.
+
+Every task reads its files through `read_data_file`, so a format reader added here (CoNLL
+token files, SQuAD JSON) serves training, validation, test, predict and eval files alike.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..assets.registry import DATASETS, dataset_files, require_dataset
+from ..errors import TunesmithError
+from .read import read_table
+
+
+def resolve_sources(data_cfg) -> dict[str, str | None]:
+    """Paths of train/validation/test: a file, or the files of a bundled dataset name."""
+    if not data_cfg.data:
+        raise TunesmithError("No training data given; pass a file (CSV, TSV, JSON, JSONL, Parquet) or a bundled dataset name such as rotten-tomatoes.")
+    sources = {"train": data_cfg.data, "validation": data_cfg.validation, "test": data_cfg.test}
+    path = Path(data_cfg.data)
+    if not path.exists() and not path.suffix and (data_cfg.data in DATASETS or "/" not in data_cfg.data):
+        require_dataset(data_cfg.data)
+        files = dataset_files(data_cfg.data)
+        sources["train"] = str(files["train"])
+        if data_cfg.validation is None and data_cfg.val_fraction != 0:  # None or a fraction: the dataset's own split
+            sources["validation"] = str(files["validation"])
+        if data_cfg.test is None:
+            sources["test"] = str(files["test"])
+    return sources
+
+
+def read_data_file(path, encoding: str | None = None, role: str = "data") -> pd.DataFrame:
+    """The raw rows of a data file (a table of cells; list cells where the format has them)."""
+    return read_table(path, encoding, role=role)
