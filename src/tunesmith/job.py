@@ -73,7 +73,6 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     # -- preflight: task and data in full, training choices, model, output folder -----------
     task, data = prepare_task_data(cfg, console)
     refit, choices = resolve_training_choices(cfg, len(data.train), data.validation_from_split, task.default_metric(data))
-    metric_named(task, cfg.train.metric)  # --metric names one of the task's metrics
     for reason in choices.reasons:
         console.print(reason)
     source = resolve_model_source(cfg.model.model)

@@ -51,9 +51,6 @@ class Splits:
     summary: str = ""  # "9,808 train / 1,000 validation / 2,000 test examples, 2 labels (...)"
     columns: str = ""  # "text column 'review', label column 'sentiment'"
 
-    def __len__(self) -> int:
-        return len(self.train)
-
 
 @runtime_checkable
 class Task(Protocol):
