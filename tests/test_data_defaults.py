@@ -2,6 +2,8 @@
 inferences noted, a validation split sized for the data, per-label sampling, and the notes that say so."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -55,7 +57,7 @@ def test_validation_from_split_is_false_for_a_file_or_no_split(tmp_path):
 
 def test_a_bundled_datasets_validation_file_is_not_a_split(tmp_path, monkeypatch):
     files = {split: write(tmp_path, f"{split}.csv", table(["neg", "pos"] * n)) for split, n in (("train", 50), ("validation", 5), ("test", 5))}
-    monkeypatch.setattr(sources, "require_dataset", lambda name: None)
+    monkeypatch.setattr(sources, "require_dataset", lambda name: SimpleNamespace(name=name, task="text classification", task_name="text-classification"))
     monkeypatch.setattr(sources, "dataset_files", lambda name: files)
     data = load_labeled_data(RunConfig.from_dict({"data": "toy-bundled-set"}).data, 0)
     assert (len(data.train), len(data.validation), len(data.test)) == (100, 10, 10) and not data.validation_from_split

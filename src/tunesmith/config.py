@@ -44,7 +44,16 @@ class DataConfig:
 class TaskConfig:
     """The task, and (later) options only some tasks have, each named after its task."""
 
-    task: str = option("auto", "what to learn: auto (inferred from the data, printed), or a task name (text-classification)")
+    task: str = option("auto", "what to learn: auto (inferred from the data, printed), or a task name (text-classification, regression, "
+                               "multi-label, token-classification, question-answering)")
+    label_separator: str | None = option(None, "multi-label: the character between labels in a label cell (default: detected among ; | ,)")
+    entity_mode: str = option("default", "token-classification: how entity spans are read from tags, as seqeval does: 'default' (conlleval: "
+                                         "a stray I- starts an entity) or 'strict' (only well-formed BIO/IOBES spans count)",
+                              choices=["default", "strict"])
+    doc_stride: int = option(128, "question-answering: tokens shared by two neighbouring windows of a long context", min=0, max=4096)
+    max_answer_length: int = option(30, "question-answering: longest answer in tokens", min=1, max=1024)
+    fix_answer_starts: bool = option(False, "question-answering: move an answer start that does not match its context to the nearest "
+                                            "occurrence of the answer text (default: refuse the file)")
 
 
 @dataclass

@@ -108,6 +108,11 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
         selection = summarise_phase(phase, validation, task, cfg, pad_id, device, precision)
         if refit:
             atomic_write_text(run_dir / SELECTION_FILE, json.dumps(selection))
+    tuned = selection.get("tuned", {})  # a selection.json written before tasks tuned anything has none
+    task.use_tuned(tuned)
+    for name, value in tuned.items():
+        console.print(f"Tuned on validation: {name} = {value:.4g}.")
+    record.update(task.record())
     final = phase if not refit else None
     if refit:
         phase = model = groups = None  # the selection model is not kept: free it before building the next
@@ -148,6 +153,7 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
                          "best_step": selection["best_step"], "examples": len(inputs.train), "epochs": round(state.step / state.steps_per_epoch, 3),
                          "steps": state.step, "seconds": round(state.train_seconds, 2)} if refit else None)
     metrics["choices"] = choices.reasons
+    metrics["tuned"] = tuned
     metrics["curves"] = {"losses": selection["losses"], "history": selection["history"], "refit_losses": state.losses if refit else None}
     # model FLOPs per token (cached frozen layers ran once, not per step) over the matmul rate of the precision used
     flops = training_flops_per_token(model, groups, frozen_forward=not inputs.cached)["total"]
@@ -229,13 +235,15 @@ def train_phase(model, groups, task, train, validation, cfg, run_dir: Path, resu
 
 def summarise_phase(phase: Phase, validation, task, cfg, pad_id: int, device, precision: str) -> dict:
     """What the selection phase decided (plain JSON, so a resumed refit need not run it again)."""
-    scores = phase.best_scores  # the last validation pass scored these very weights
-    if scores is None and validation is not None:  # from the cached features when there are some
+    scores, tuned = phase.best_scores, {}  # the last validation pass scored these very weights
+    if validation is not None and (scores is None or task.tunes_on_validation):  # from the cached features when there are some
         outputs, loss = predict_outputs(phase.inputs.model, phase.inputs.task, phase.inputs.validation, cfg.train.eval_batch_size, pad_id,
                                         device, autocast_for(precision, device))
+        if task.tunes_on_validation:
+            tuned = task.tune(outputs, phase.inputs.validation)
         scores = task.score(outputs, phase.inputs.validation, loss)
     state = phase.state
-    return {"validation": scores, "best_step": state.best_step, "steps": state.step, "steps_per_epoch": state.steps_per_epoch,
+    return {"validation": scores, "tuned": tuned, "best_step": state.best_step, "steps": state.step, "steps_per_epoch": state.steps_per_epoch,
             "seconds": round(state.train_seconds, 2), "cache_seconds": round(phase.inputs.cache_seconds, 2), "tokens": state.tokens,
             "stopped": state.stop_reason or "completed", "losses": state.losses, "history": state.history}
 

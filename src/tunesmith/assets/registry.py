@@ -197,7 +197,7 @@ register_dataset(DatasetAsset(
     description="Pang & Lee movie-review sentences (the ones SST-2 came from), each with the mean sentiment score of "
                 "20+ crowd raters (VADER's ground truth)",
     task="text regression, crowd scores -4..+4", size="10,603 (8,603 train / 1,000 validation / 1,000 test)",
-    build=build_movie_sentences, label_column="score", source=True, task_name="text-regression",
+    build=build_movie_sentences, label_column="score", source=True, task_name="regression",
 ))
 
 

@@ -33,7 +33,15 @@ def resolve_sources(data_cfg) -> dict[str, str | None]:
 
 
 def read_data_file(path, encoding: str | None = None, role: str = "data") -> pd.DataFrame:
-    """The raw rows of a data file (a table of cells; list cells where the format has them)."""
+    """The raw rows of a data file (a table of cells; list cells where the format has them).
+
+    Token-per-line tagged files (CoNLL, WNUT) become one row per sentence with `tokens` and `tags`
+    lists; every other file is read as a table (CSV, TSV, JSON, JSONL, Parquet).
+    """
+    from .conll import looks_like_conll, read_conll
+
+    if looks_like_conll(path):
+        return read_conll(path, encoding)
     return read_table(path, encoding, role=role)
 
 

@@ -2,7 +2,8 @@
 
 `--task auto` asks every registered task, in registration order, whether the training file looks
 like its data (`detect`); the first that says yes wins, and its reason is printed. Register the
-most specific tasks first: a file with token and tag lists is also a table with two columns.
+most specific tasks first (a file with token and tag lists is also a table with two columns);
+text classification, which takes any table, is always asked last.
 """
 from __future__ import annotations
 
@@ -32,11 +33,14 @@ def choose_task(setting: str, raw, data_cfg) -> tuple[type, str]:
     """(task class, why) for --task `setting` ('auto' or a task name) and the raw training table."""
     if setting != "auto":
         return get_task(setting), f"--task {setting}"
-    for cls in TASKS.values():
+    ordered = [cls for name, cls in TASKS.items() if name != FALLBACK] + [TASKS[FALLBACK]]
+    for cls in ordered:
         reason = cls.detect(raw, data_cfg)
         if reason:
             return cls, reason
-    raise AssertionError("text-classification detects every table")  # it is the fallback: any text and label columns
+    raise AssertionError(f"{FALLBACK} detects every table")
 
 
-from . import text_classification  # noqa: E402,F401  (registers the task; the fallback of --task auto, so last)
+FALLBACK = "text-classification"  # detects any table (text and label columns are checked in prepare), so asked last
+
+from . import text_classification  # noqa: E402,F401  (each import registers its task)

@@ -61,6 +61,7 @@ class Task(Protocol):
     peft_task_type: ClassVar[str]     # peft.TaskType the adapter methods use ("SEQ_CLS", "TOKEN_CLS", ...)
     trains_output_head: ClassVar[bool]  # a new head on top of the base model, always trained (False for causal LM)
     metrics: ClassVar[tuple[Metric, ...]]  # the first is the default --metric; "loss" is lower-is-better
+    tunes_on_validation: ClassVar[bool]  # a decision (a threshold) is tuned on the best weights' validation outputs
 
     @classmethod
     def detect(cls, raw: pd.DataFrame, data_cfg) -> str | None:
@@ -103,6 +104,13 @@ class Task(Protocol):
     # -- scoring and predictions -------------------------------------------------------------
     def score(self, outputs, features, loss: float | None = None) -> dict:
         """Every metric of `metrics` (and details such as per-class scores) on labeled features."""
+
+    def tune(self, outputs, features) -> dict:
+        """When tunes_on_validation: set the decision from validation outputs (the multi-label
+        threshold, the QA null-score threshold) and return it as {name: number}, for selection.json, run.json and the printout."""
+
+    def use_tuned(self, tuned: dict) -> None:
+        """Take back what `tune` returned (a resumed refit run reads it from selection.json)."""
 
     def warnings(self, scores: dict, split: str) -> list[str]:
         """Sentences about results that look wrong although they ran (one class predicted, ...)."""

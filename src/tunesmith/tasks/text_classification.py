@@ -66,6 +66,7 @@ class TextClassification:
     model_class = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
     trains_output_head = True
+    tunes_on_validation = False
     metrics = (Metric("accuracy"), Metric("macro_f1", title="macro-F1"), Metric("mcc", title="MCC"), Metric("loss", higher_is_better=False))
 
     def __init__(self, label_names: list[str], text_column: str = "text", label_column: str = "label",
@@ -134,6 +135,12 @@ class TextClassification:
     # -- scoring and predictions ------------------------------------------------------------
     def score(self, outputs: np.ndarray, features, loss: float | None = None) -> dict:
         return classification_metrics(features.labels, outputs.argmax(-1), self.label_names, loss)
+
+    def tune(self, outputs, features) -> dict:
+        return {}  # the arg-max label: nothing to tune
+
+    def use_tuned(self, tuned: dict) -> None:
+        pass
 
     def warnings(self, scores: dict, split: str) -> list[str]:
         from ..diagnostics import prediction_warnings
