@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import re
@@ -146,9 +147,11 @@ class Run:
         return outputs, features
 
     @keyword_errors
-    def read(self, path, text_column: str | None = None, with_labels: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def read(self, path, text_column: str | None = None, with_labels: bool = False,
+             label_column: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(the file's inputs [and labels] in the task's columns, its raw rows), columns found as in training."""
-        return self.task.read_inputs(path, self.config.data, text_column, with_labels)
+        data_cfg = dataclasses.replace(self.config.data, label_column=label_column)  # the file's own, not training's flag
+        return self.task.read_inputs(path, data_cfg, text_column, with_labels)
 
     @keyword_errors
     def predict_file(self, path, out=None, text_column: str | None = None) -> pd.DataFrame:
@@ -165,9 +168,9 @@ class Run:
         return result
 
     @keyword_errors
-    def evaluate(self, path, text_column: str | None = None) -> dict:
-        """Metrics on a labeled file (same label column as training)."""
-        table, _ = self.read(path, text_column, with_labels=True)
+    def evaluate(self, path, text_column: str | None = None, label_column: str | None = None) -> dict:
+        """Metrics on a labeled file (its columns: as given, else the training names, else inferred)."""
+        table, _ = self.read(path, text_column, with_labels=True, label_column=label_column)
         outputs, features = self._outputs(table)
         return self.task.score(outputs, features)
 

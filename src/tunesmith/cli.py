@@ -150,7 +150,7 @@ def cmd_predict(args) -> int:
         return 0
     if not args.texts:
         raise TunesmithError("Nothing to predict: give texts after the run folder, or --file FILE.")
-    for text, pred in zip(args.texts, run.predict(args.texts)):
+    for text, pred in zip(args.texts, run.predict(args.texts, args.pair)):
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in pred.items() if k != "scores"}
         print(json.dumps({"text": text, **shown}) if args.json else f"{run.task.describe_prediction(pred)}\t{text}")
     return 0
@@ -161,7 +161,7 @@ def cmd_eval(args) -> int:
     from .api import Run
 
     run = Run(args.run, for_cli=True)
-    metrics = run.evaluate(args.file, args.text_column)
+    metrics = run.evaluate(args.file, args.text_column, args.label_column)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -179,7 +179,8 @@ def cmd_export(args) -> int:
     run = Run(args.run, for_cli=True)
     result = run.export(args.out, merge=args.merge)
     done = {"plain": f"a plain model; load it with transformers' {run.task.model_class} or pipeline('{run.task.pipeline_task}')",
-            "peft": "the PEFT adapter; load it with peft's PeftModel on the base model, or export with --merge for a plain model",
+            "peft": f"the PEFT adapter, with base/ (the task's config and links to the base weights); load it with pipeline('{run.task.pipeline_task}'), "
+                    f"transformers' {run.task.model_class} or peft's AutoPeft{run.task.model_class[4:]}, or export with --merge for a plain model",
             "bottleneck": "the bottleneck adapter (bottleneck_adapter.json + .safetensors on top of the base model; tunesmith loads it)"}
     print(f"Wrote the tokenizer and {done[result['form']]}: {result['out']}")
     return 0
@@ -267,9 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument("texts", nargs="*", help="texts to label")
                 p.add_argument("--file", help="label every row of this file instead")
                 p.add_argument("--out", help="write the file's predictions to this CSV")
+                p.add_argument("--pair", action="append", metavar="TEXT",
+                               help="the second text of each text, once per text, for a run trained on text pairs")
             else:
-                p.add_argument("file", help="labeled file with the training run's column names")
-            p.add_argument("--text-column", help="text column of the file (default: the training one)")
+                p.add_argument("file", help="labeled file (columns found as training found them)")
+                p.add_argument("--label-column", help="label column of the file (default: the training one, else inferred as training does)")
+            p.add_argument("--text-column", help="text column of the file, or FIRST,SECOND for a pair (default: the training one, else inferred)")
             p.add_argument("--json", action="store_true", help="print JSON")
         elif name == "export":
             p.add_argument("run", help="run folder written by `tunesmith train`")

@@ -65,6 +65,5 @@ def export_run(run_dir, out, merge: bool = False) -> dict:
         probe.pop("labels", None)
         model, kind = merge_adapter(model, probe), "plain"
     with atomic_folder(out) as tmp:
-        save_run_model(model, tmp)
-        tokenizer.save_pretrained(tmp)
+        save_run_model(model, tokenizer, tmp, final=out)
     return {"out": out, "form": kind}

@@ -314,8 +314,7 @@ def save_model(model, tokenizer, run_dir: Path, adapter: bool) -> None:
 
     tmp = run_dir / ".tmp-model"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_run_model(model, tmp)
-    tokenizer.save_pretrained(tmp)
+    save_run_model(model, tokenizer, tmp, final=run_dir)
     for path in tmp.iterdir():
         os.replace(path, run_dir / path.name)
     tmp.rmdir()

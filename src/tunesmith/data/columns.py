@@ -81,6 +81,71 @@ def choose_text_column(frame: pd.DataFrame, path, exclude=()) -> ColumnChoice:
     return ColumnChoice(best, longest_rival(lengths, best))
 
 
+# Column names that come in pairs in the sentence-pair benchmarks (GLUE, NLI, paraphrase, QNLI)
+PAIR_NAMES = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question", "sentence"), ("question1", "question2"),
+              ("headline", "body"), ("text_a", "text_b"), ("text1", "text2"), ("sentence_a", "sentence_b"),
+              ("query", "passage"), ("question", "passage"), ("claim", "evidence"), ("anchor", "candidate"))
+PAIR_SUFFIXES = (("1", "2"), ("_1", "_2"), ("a", "b"), ("_a", "_b"), ("_left", "_right"), ("_first", "_second"))
+
+
+def split_column_list(value: str | None, frame: pd.DataFrame) -> list[str] | None:
+    """`--text-column a,b`: the names of a text pair (a column whose name has a comma is one column)."""
+    if not value or "," not in value or value in frame.columns:
+        return None
+    names = [name.strip() for name in value.split(",")]
+    if len(names) != 2 or not all(names):
+        raise TunesmithError(f"--text-column '{value}' names {len(names)} columns; give one text column, or two for a pair (--text-column premise,hypothesis).")
+    return names
+
+
+def infer_text_pair(frame: pd.DataFrame, exclude=()) -> tuple[str, str] | None:
+    """Two text columns that are a pair by name (premise/hypothesis, sentence1/sentence2, question/sentence,
+    headline/body, or any x1/x2, x_a/x_b), both holding text; None when no such pair is there."""
+    lowered = {str(c).strip().lower(): c for c in frame.columns if c not in exclude}
+    candidates = [(lowered[a], lowered[b]) for a, b in PAIR_NAMES if a in lowered and b in lowered]
+    for name, column in lowered.items():
+        for first, second in PAIR_SUFFIXES:
+            stem = name[: -len(first)] if name.endswith(first) else None
+            if stem and stem + second in lowered and stem.strip("_ ").isalpha():
+                candidates.append((column, lowered[stem + second]))
+    for pair in candidates:
+        if all(mean_text_length(frame[c]) >= MIN_TEXT_LENGTH for c in pair):
+            return pair
+    return None
+
+
+def input_columns(frame: pd.DataFrame, path, text: str, pair: str | None, label: str | None, given_text: str | None = None,
+                  given_label: str | None = None, with_labels: bool = False) -> tuple[str, str | None, str | None]:
+    """The text, pair and label columns of a predict/eval file: named by the caller, else the training
+    run's names (case aside), else inferred as training infers them (a pair by its names too)."""
+    def find(given, trained, option, infer):
+        if given:
+            return require_column(frame, given, path, option)
+        by_lower = {str(c).strip().lower(): c for c in frame.columns}
+        return by_lower.get(str(trained).strip().lower()) or infer()
+
+    named = split_column_list(given_text, frame)
+    if named:
+        text_col, pair_col = (require_column(frame, n, path, "--text-column") for n in named)
+    elif pair:
+        text_col = find(given_text, text, "--text-column", lambda: None)
+        pair_col = find(None, pair, "--text-column", lambda: None)
+        if text_col is None or pair_col is None:
+            inferred = infer_text_pair(frame)
+            if inferred is None:
+                raise TunesmithError(f"'{path}' has no columns '{text}' and '{pair}', the text pair this run reads (its columns: "
+                                     f"{', '.join(map(str, frame.columns))}); name them with --text-column FIRST,SECOND.")
+            text_col, pair_col = inferred
+    else:
+        pair_col = None
+        text_col = find(given_text, text, "--text-column", lambda: choose_text_column(frame, path, [given_label] if given_label else []).column)
+    label_col = None
+    if with_labels:
+        label_col = find(given_label, label, "--label-column",
+                         lambda: choose_label_column(frame, path, [c for c in (text_col, pair_col) if c]).column)
+    return text_col, pair_col, label_col
+
+
 def longest_rival(lengths: dict, chosen) -> str | None:
     """The longest other text column, if it is nearly as long as the chosen one (or longer)."""
     rivals = {c: n for c, n in lengths.items()

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TunesmithError
-from .columns import (ColumnChoice, choose_label_column, choose_text_column, clean_labels, clean_text,
-                      match_training_spellings, merge_label_spellings, require_column, sort_label_names, spelling_note)
+from .columns import (ColumnChoice, choose_label_column, choose_text_column, clean_labels, clean_text, infer_text_pair,
+                      match_training_spellings, merge_label_spellings, require_column, sort_label_names, split_column_list,
+                      spelling_note)
 from .sources import read_data_file, resolve_sources
 
 # The automatic validation split (no --validation file, no --val-fraction): 10% of the rows, at least
@@ -97,11 +98,8 @@ def prepare_labeled_data(train_raw: pd.DataFrame, sources: dict, data_cfg, seed:
 
 def choose_columns(raw: pd.DataFrame, data_cfg, path) -> tuple[tuple, list[str]]:
     """(text, text pair, label) columns, as given or inferred, and a note for each close inference."""
-    if data_cfg.text_column:
-        text = ColumnChoice(require_column(raw, data_cfg.text_column, path, "--text-column"))
-    else:
-        text = choose_text_column(raw, path, [data_cfg.label_column] if data_cfg.label_column else [])
-    pair_col = require_column(raw, data_cfg.text_pair_column, path, "--text-pair-column") if data_cfg.text_pair_column else None
+    notes = []
+    text, pair_col = choose_text_columns(raw, data_cfg, path, notes)
     text_cols = [c for c in (text.column, pair_col) if c]
     if data_cfg.label_column:
         label = ColumnChoice(require_column(raw, data_cfg.label_column, path, "--label-column"))
@@ -113,10 +111,36 @@ def choose_columns(raw: pd.DataFrame, data_cfg, path) -> tuple[tuple, list[str]]
         raise TunesmithError(f"--text-pair-column names the text column '{text.column}' again; give the second text column, or drop the option.")
 
     columns = (text.column, pair_col, label.column)
-    notes = [f"{role} column '{choice.column}' was inferred (runner-up: '{choice.runner_up}'); pass {flag} to choose another."
+    notes += [f"{role} column '{choice.column}' was inferred (runner-up: '{choice.runner_up}'); pass {flag} to choose another."
              for choice, role, flag in ((text, "Text", "--text-column"), (label, "Label", "--label-column"))
              if choice.runner_up is not None and choice.runner_up not in columns]  # a runner-up used as another column was no rival
     return columns, notes
+
+
+def choose_text_columns(raw: pd.DataFrame, data_cfg, path, notes: list[str]) -> tuple[ColumnChoice, str | None]:
+    """The text column and the pair's second one: named (--text-column a,b or --text-pair-column),
+    inferred as a pair by their names (premise/hypothesis, ...), or one inferred text column."""
+    exclude = [data_cfg.label_column] if data_cfg.label_column else []
+    named = split_column_list(data_cfg.text_column, raw)
+    if named:
+        if data_cfg.text_pair_column:
+            raise TunesmithError("--text-column names a pair and --text-pair-column a second text; give the pair one way, not both.")
+        return ColumnChoice(require_column(raw, named[0], path, "--text-column")), require_column(raw, named[1], path, "--text-column")
+    pair = require_column(raw, data_cfg.text_pair_column, path, "--text-pair-column") if data_cfg.text_pair_column else None
+    if data_cfg.text_column:
+        return ColumnChoice(require_column(raw, data_cfg.text_column, path, "--text-column")), pair
+    if pair is None:
+        inferred = infer_text_pair(raw, exclude)
+        if inferred:
+            notes.append(f"Columns '{inferred[0]}' and '{inferred[1]}' were read as a text pair, encoded together; "
+                         f"pass --text-column to use one text only.")
+            return ColumnChoice(inferred[0]), inferred[1]
+    try:
+        return choose_text_column(raw, path, exclude + ([pair] if pair else [])), pair
+    except TunesmithError:
+        if pair is None:
+            raise
+        return choose_text_column(raw, path, exclude), pair  # the pair column is the only text: refused below as named twice
 
 
 def tidy(raw: pd.DataFrame, columns, path, keep_spelling: bool = False) -> pd.DataFrame:

@@ -9,6 +9,9 @@ base_model with the task's builder, then adds the adapter.
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
 from ..assets.resolve import resolve_model_source
@@ -16,6 +19,7 @@ from .adapter import ADAPTER_CONFIG, adapted_sublayers, load_bottleneck_adapter,
 from .peft_adapters import quiet_peft
 
 PEFT_CONFIG = "adapter_config.json"
+TASK_BASE = "base"  # in a PEFT run folder: the task model's config beside links to the base weights
 
 
 def saved_model_kind(run_dir: Path) -> str:
@@ -28,16 +32,64 @@ def saved_model_kind(run_dir: Path) -> str:
     return "plain"
 
 
-def save_run_model(model, folder: Path) -> None:
-    """Safetensors in `folder`: the adapter alone for adapter methods, else the whole model."""
+def save_run_model(model, tokenizer, folder: Path, final: Path | None = None) -> None:
+    """Safetensors and the tokenizer in `folder`: the adapter alone for adapter methods, else the whole
+    model. `final`: where `folder` will be moved to (a PEFT adapter names its task base folder by path)."""
     from peft import PeftModel
 
+    folder = Path(folder)
     if isinstance(model, PeftModel):
         model.save_pretrained(folder, safe_serialization=True)  # adapter weights + the head (modules_to_save)
+        if save_task_base(model, folder, Path(final or folder)) and tokenizer is not None:
+            tokenizer.save_pretrained(folder / TASK_BASE)  # pipeline(...) reads the tokenizer of the base folder
     elif adapted_sublayers(model):
         save_bottleneck_adapter(model, folder)
     else:
         model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
+def save_task_base(model, folder: Path, final: Path) -> bool:
+    """Point the PEFT adapter at a base folder that knows the task, so that transformers'
+    `pipeline(...)`, `AutoModelFor...` and peft's `AutoPeftModelFor...` load the adapter folder directly.
+
+    An adapter names its base model by path, and those loaders build the task model from that
+    folder's config; the base model's own config has no labels, so transformers would build its
+    default 2, drop the saved head as a size mismatch and fall back to a bare encoder. `base/` holds
+    the task model's config (labels, problem type, the task's own fields) beside links to the base
+    weights (copies where links cannot be made), and adapter_config.json names it.
+    """
+    source = local_model_folder(model.peft_config["default"].base_model_name_or_path)
+    if source is None:
+        return False  # a hub model not in the local cache: the loaders fetch it by name, without the task config
+    base = folder / TASK_BASE
+    base.mkdir()
+    model.get_base_model().config.save_pretrained(base)
+    for weights in source.iterdir():
+        if weights.name.endswith((".safetensors", ".safetensors.index.json")):
+            try:
+                os.symlink(weights.resolve(), base / weights.name)
+            except OSError:
+                shutil.copy2(weights, base / weights.name)
+    config_path = folder / PEFT_CONFIG
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = str(final.resolve() / TASK_BASE)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    return True
+
+
+def local_model_folder(name: str) -> Path | None:
+    """The folder of a base model on this machine: a local folder, or a hub model's cached snapshot."""
+    path = Path(name)
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not cached (or not a hub name): nothing to link
+        return None
 
 
 def load_run_model(run_dir: Path, task, record: dict, cfg):

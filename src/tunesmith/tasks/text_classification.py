@@ -33,6 +33,24 @@ class Features:
         return len(self.input_ids)
 
 
+def texts_table(inputs, pairs, text_column: str, pair_column: str | None) -> pd.DataFrame:
+    """The `text` (and `text_pair`) table of what a caller passes to predict: one text or a list,
+    with the second texts of a pair run in `pairs`, one per text."""
+    texts = [inputs] if isinstance(inputs, str) else list(inputs)
+    table = pd.DataFrame({"text": [str(t) for t in texts]})
+    if pair_column and pairs is None:
+        raise TunesmithError(f"This run reads text pairs ('{text_column}' with '{pair_column}'); give each text its second text "
+                             f"(pairs=[...] in Python, --pair TEXT once per text on the command line).")
+    if pairs is not None and not pair_column:
+        raise TunesmithError(f"This run reads one text ('{text_column}'), not pairs; drop the second texts.")
+    if pairs is not None:
+        seconds = [pairs] if isinstance(pairs, str) else list(pairs)
+        if len(seconds) != len(texts):
+            raise TunesmithError(f"{len(texts)} texts but {len(seconds)} second texts; give one second text per text.")
+        table["text_pair"] = [str(t) for t in seconds]
+    return table
+
+
 def set_dropout(config, dropout: float | None) -> None:
     """--dropout: every dropout rate the architecture's config names (the base model's own when None)."""
     if dropout is not None:
@@ -182,24 +200,19 @@ class TextClassification:
         return f"{record['label']}\t{record['score']:.3f}"
 
     def inputs_table(self, inputs, pairs=None) -> pd.DataFrame:
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        table = pd.DataFrame({"text": [str(t) for t in texts]})
-        if pairs is not None:
-            table["text_pair"] = [str(t) for t in ([pairs] if isinstance(pairs, str) else pairs)]
-        return table
+        return texts_table(inputs, pairs, self.text_column, self.text_pair_column)
 
     def read_inputs(self, path, data_cfg, column: str | None = None, with_labels: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-        from ..data.columns import clean_labels, clean_text, match_training_spellings, require_column
+        from ..data.columns import clean_labels, clean_text, input_columns, match_training_spellings
         from ..data.sources import read_data_file
 
         raw = read_data_file(path, data_cfg.encoding, role="input")
-        text = require_column(raw, column or self.text_column, path, "--text-column")
+        text, pair, label = input_columns(raw, path, self.text_column, self.text_pair_column, self.label_column, column,
+                                          data_cfg.label_column, with_labels)
         table = pd.DataFrame({"text": clean_text(raw, text, path)})
-        if self.text_pair_column:
-            pair = require_column(raw, self.text_pair_column, path, "--text-pair-column")
+        if pair:
             table["text_pair"] = clean_text(raw, pair, path)
         if with_labels:
-            label = require_column(raw, self.label_column, path, "--label-column")
             names = clean_labels(raw, label, path, keep_spelling=data_cfg.keep_label_spelling)
             if not data_cfg.keep_label_spelling:
                 names = match_training_spellings(names, self.label_names)
