@@ -235,7 +235,7 @@ def test_unsupported_architectures_and_off_train_uncached(capsys):
     groups = freeze_bottom(model, 1)
     inputs = prepare_fit_inputs(model, TASK, features, None, groups, cfg, 0, console, "cpu")
     assert inputs.model is model and inputs.train is features and not inputs.cached
-    assert "not cached for distilbert models" in capsys.readouterr().out
+    assert "not cached for DistilBertForSequenceClassification" in capsys.readouterr().out
     model = tiny_classifier("bert")
     groups = freeze_bottom(model, 1)
     inputs = prepare_fit_inputs(model, TASK, features, None, groups, RunConfig.from_dict({"cache_frozen": "off"}), 0, console, "cpu")

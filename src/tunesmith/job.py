@@ -165,6 +165,8 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     scored = "test" if metrics["test"] else "validation"
     metrics["warnings"] = task.warnings(metrics[scored], scored) if metrics[scored] else []
     metrics["task"] = task.name
+    for name, value in tuned.items():  # stored with the model too: config.json's tunesmith_threshold, ...
+        setattr(model.config, f"tunesmith_{name}", value)
     save_model(model, tokenizer, run_dir, method.adapter)
     plotted = cfg.train.metric if cfg.train.metric != "loss" else task.metrics[0].name  # the loss has its own panel
     plot_curves(selection["losses"], selection["history"], plotted, run_dir / "curves.png",

@@ -16,6 +16,7 @@ from ..errors import TunesmithError
 from .read import COMPRESSIONS, decode, decompress
 
 CONLL_SUFFIXES = (".conll", ".txt", ".tsv", ".iob", ".bio")
+CONLL_ONLY_SUFFIXES = (".conll", ".iob", ".bio")  # no table format uses these: read as CoNLL whatever they hold
 DOCSTART = "-DOCSTART-"
 ENTITY_TAG = re.compile(r"O|[BIES]-\S+")
 SNIFF_BYTES = 64 * 1024  # enough for a few hundred token lines; the rest of a big file is not read to decide
@@ -112,6 +113,8 @@ def looks_like_conll(path: str | Path) -> bool:
     A two-column TSV could be either, so this decides by content: nearly every non-blank line of
     the file's start must have 2-4 columns whose last is an entity tag (O, B-x, I-x, E-x, S-x), and
     at least one tag must be an entity (a file of only O tags teaches nothing, and is likelier a table).
+    A .conll/.iob/.bio file is CoNLL whatever it holds, so that an empty or all-O one gets
+    read_conll's (and the NER task's) message rather than "unknown format".
     """
     path = Path(path)
     suffixes = [s.lower() for s in path.suffixes]
@@ -120,6 +123,8 @@ def looks_like_conll(path: str | Path) -> bool:
         suffixes = suffixes[:-1]
     if not suffixes or suffixes[-1] not in CONLL_SUFFIXES or compression == "zip" or not path.is_file():
         return False
+    if suffixes[-1] in CONLL_ONLY_SUFFIXES:
+        return True
     lines = head_lines(path, compression)
     checked = tagged = entities = 0
     for number, line in enumerate(lines[:SNIFF_LINES], start=1):
@@ -201,3 +206,105 @@ def as_string_list(cell, row: int, column: str, path, example: str) -> list[str]
 def kind_of(value) -> str:
     name = type(value).__name__
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+# -- which columns of a table hold the token and tag lists ------------------------------------------
+
+TOKEN_COLUMN_NAMES = ("tokens", "words", "token", "word", "text")
+TAG_COLUMN_NAMES = ("tags", "ner_tags", "labels", "ner", "tag", "label", "ner_labels", "entities")
+LIST_SHARE = 0.9  # of a column's sampled cells that must be lists for it to count as a list column
+SAMPLE_ROWS = 200
+
+
+def is_list_cell(cell) -> bool:
+    return isinstance(cell, (list, tuple, np.ndarray))
+
+
+def list_columns(frame: pd.DataFrame) -> list:
+    """Columns whose cells are (nearly all) lists, as JSON/JSONL/Parquet token data has them."""
+    head = frame.head(SAMPLE_ROWS)
+    return [c for c in frame.columns if len(head) and head[c].map(is_list_cell).mean() >= LIST_SHARE]
+
+
+def looks_like_tags(series: pd.Series) -> bool:
+    """List cells whose items are all entity-tag strings (O, B-X, ...), with at least one entity."""
+    items = [item for cell in series.head(SAMPLE_ROWS) if is_list_cell(cell) for item in cell]
+    return bool(items) and all(isinstance(i, str) and ENTITY_TAG.fullmatch(i) for i in items) and any(i != "O" for i in items)
+
+
+def token_columns(frame: pd.DataFrame, token_column: str | None = None, tag_column: str | None = None) -> tuple | None:
+    """(token list column, tag list column) of a table, as named or inferred; None when it has no such pair.
+
+    Named columns must be list columns. Otherwise the token column goes by name (tokens, words, ...)
+    and the tag column by name (tags, ner_tags, labels, ...) or by content (lists of O / B-X tags);
+    when only one is found, the table's one other list column is the other. The lists of most
+    sampled rows must have equal lengths (the rows that do not are named later by token_table).
+    """
+    lists = list_columns(frame)
+    by_lower = {str(c).strip().lower(): c for c in lists}
+
+    def named(name):
+        return by_lower.get(name.strip().lower()) if name else None
+
+    tokens = named(token_column) if token_column else next((by_lower[n] for n in TOKEN_COLUMN_NAMES if n in by_lower), None)
+    tags = named(tag_column) if tag_column else next((by_lower[n] for n in TAG_COLUMN_NAMES if n in by_lower and by_lower[n] != tokens), None)
+    if (token_column and tokens is None) or (tag_column and tags is None):
+        return None
+    if tags is None:
+        tags = next((c for c in lists if c != tokens and looks_like_tags(frame[c])), None)
+    others = [c for c in lists if c not in (tokens, tags)]
+    if tokens is None and tags is not None and len(others) == 1:
+        tokens = others[0]
+    if tags is None and tokens is not None and len(others) == 1:
+        tags = others[0]
+    if tokens is None or tags is None or tokens == tags:
+        return None
+    head = frame.head(SAMPLE_ROWS)
+    same = [len(a) == len(b) for a, b in zip(head[tokens], head[tags]) if is_list_cell(a) and is_list_cell(b)]
+    return (tokens, tags) if same and sum(same) >= 0.5 * len(same) else None
+
+
+# -- sampling and splitting sentences ---------------------------------------------------------------
+
+def sample_sentences(table: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """n random sentences (--max-train-examples), kept in file order; seeded as text classification's sample."""
+    from .prepare import SAMPLE_STREAM
+
+    chosen = np.sort(np.random.default_rng([seed, SAMPLE_STREAM]).choice(len(table), size=n, replace=False))
+    return table.iloc[chosen].reset_index(drop=True)
+
+
+def split_sentences(table: pd.DataFrame, fraction: float | None, seed: int, path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(train, validation, notes): random sentences held out, seeded; sized as text classification's split
+    (10%, at least min(50, 20%), at most 2,000) or round(fraction x sentences) for --val-fraction."""
+    from .prepare import (AUTO_VAL_FRACTION, AUTO_VAL_MAX_FRACTION, AUTO_VAL_MAX_ROWS, AUTO_VAL_MIN_ROWS, SPLIT_STREAM,
+                          round_half_up)
+
+    rows, notes = len(table), []
+    if rows < 2:
+        raise TunesmithError(f"'{path}' holds a single sentence: too few to hold out a validation split; add sentences, pass "
+                             f"--validation FILE, or use --val-fraction 0.")
+    if fraction is None:
+        size = round_half_up(AUTO_VAL_FRACTION * rows)
+        size = min(max(size, min(AUTO_VAL_MIN_ROWS, round_half_up(AUTO_VAL_MAX_FRACTION * rows))), AUTO_VAL_MAX_ROWS)
+        size = min(max(size, 1), rows - 1)
+        if size != round_half_up(AUTO_VAL_FRACTION * rows):
+            notes.append(f"Held out {size:,} of {rows:,} training sentences for validation ({100 * size / rows:.3g}% rather than 10%, "
+                         f"so that validation scores rest on enough sentences).")
+    else:
+        size = round_half_up(fraction * rows)
+        if size == 0 or size >= rows:
+            raise TunesmithError(f"--val-fraction {fraction} of {rows} training sentences holds out {size}; pass a --val-fraction that "
+                                 f"leaves at least one sentence on each side, --validation FILE, or --val-fraction 0.")
+    held = np.zeros(rows, dtype=bool)
+    held[np.random.default_rng([seed, SPLIT_STREAM]).choice(rows, size=size, replace=False)] = True
+    return table[~held].reset_index(drop=True), table[held].reset_index(drop=True), notes
+
+
+def read_text_lines(path: str | Path, encoding: str | None = None) -> pd.DataFrame:
+    """A plain text file of one text a line (blank lines skipped) as a `text` column, for tagging raw text."""
+    path = Path(path)
+    lines = [line.strip() for line in read_text(path, encoding).split("\n") if line.strip()]
+    if not lines:
+        raise TunesmithError(f"'{path}' holds no text; write one text to tag a line.")
+    return pd.DataFrame({"text": lines})

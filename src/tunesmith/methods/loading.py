@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..assets.resolve import resolve_model_source
 from .adapter import ADAPTER_CONFIG, adapted_sublayers, load_bottleneck_adapter, save_bottleneck_adapter
-from .peft_adapters import quiet_peft
+from .peft_adapters import pass_every_input, quiet_peft
 
 PEFT_CONFIG = "adapter_config.json"
 TASK_BASE = "base"  # in a PEFT run folder: the task model's config beside links to the base weights
@@ -104,4 +104,4 @@ def load_run_model(run_dir: Path, task, record: dict, cfg):
     from peft import PeftModel
 
     with quiet_peft():
-        return PeftModel.from_pretrained(base, str(run_dir))
+        return pass_every_input(PeftModel.from_pretrained(base, str(run_dir)))

@@ -31,6 +31,19 @@ def quiet_peft():
         yield
 
 
+def pass_every_input(model):
+    """PEFT 0.21's PeftModelForQuestionAnswering.forward drops token_type_ids (and position_ids), so a
+    BERT-style QA model under LoRA would train and predict without its segment ids, and disagree with
+    the same adapter loaded by transformers; PeftModel's own forward passes every input to the model."""
+    import types
+
+    from peft import PeftModel, PeftModelForQuestionAnswering
+
+    if isinstance(model, PeftModelForQuestionAnswering):
+        model.forward = types.MethodType(PeftModel.forward, model)
+    return model
+
+
 def wrap_with_peft(model, peft_config_cls, groups, method: str, task=None, **options):
     """get_peft_model with the task's PEFT task type (SEQ_CLS when no task is given) and the head in
     modules_to_save; PEFT's errors as one sentence."""
@@ -41,7 +54,7 @@ def wrap_with_peft(model, peft_config_cls, groups, method: str, task=None, **opt
     try:
         config = peft_config_cls(task_type=task_type, modules_to_save=head, exclude_modules=head, **options)
         with quiet_peft():
-            return get_peft_model(model, config)
+            return pass_every_input(get_peft_model(model, config))
     except ValueError as exc:
         text = str(exc).split(". ")[0].rstrip(".") if str(exc) else type(exc).__name__
         if options.get("target_modules") is None:

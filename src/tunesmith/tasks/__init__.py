@@ -43,4 +43,5 @@ def choose_task(setting: str, raw, data_cfg) -> tuple[type, str]:
 
 FALLBACK = "text-classification"  # detects any table (text and label columns are checked in prepare), so asked last
 
-from . import text_classification  # noqa: E402,F401  (each import registers its task)
+# each import registers its task; --task auto asks them in this order, text classification last
+from . import token_classification, multi_label, regression, text_classification  # noqa: E402,F401

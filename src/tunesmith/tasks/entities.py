@@ -223,3 +223,26 @@ def spans_with_offsets(words: Sequence[str], offsets: Sequence[tuple[int, int]],
         entities.append({"type": type_, "text": text[start:end], "start": start, "end": end,
                          "score": float(np.mean(scores[first:last]))})
     return entities
+
+
+SCHEME_PREFIXES = {"BIO": "BI", "IOBES": "BIES", "IO": "I"}
+
+
+def label_space(types: Iterable[str], scheme: str) -> list[str]:
+    """The model's labels: O first, then every tag of each type in the scheme, types sorted.
+
+    ['O', 'B-LOC', 'I-LOC', 'B-PER', 'I-PER'] for BIO: every prefix of a type gets a label even if
+    the training data never used it (an entity of one word never needs I-), so a test sentence
+    with a longer entity of a known type still has labels for its words.
+    """
+    return ["O"] + [f"{prefix}-{type_}" for type_ in sorted(set(types)) for prefix in SCHEME_PREFIXES[scheme]]
+
+
+def check_tag_lists(tag_lists: Iterable[Sequence[str]], source) -> None:
+    """Refuse a tag that is no entity tag at all ('PER', 'B_PER', 'o'), naming the row: such a tag
+    cannot be repaired (its prefix says nothing about where an entity starts), unlike tags out of order."""
+    for row, tags in enumerate(tag_lists, start=1):
+        for tag in tags:
+            if tag != "O" and not (isinstance(tag, str) and ENTITY_TAG.fullmatch(tag)):
+                raise TunesmithError(f"'{source}' row {row} has the tag {str(tag)[:40]!r}, which is not an entity tag, so it was refused "
+                                     f"(tags out of B/I order are fixed, but this one names no position in an entity); {TAG_HELP}.")

@@ -217,8 +217,8 @@ def prepare_fit_inputs(model, task, train, validation, groups, cfg, pad_id: int,
     wanted = depth >= 2 and cfg.train.cache_frozen == "auto" and (cfg.train.epochs is None or cfg.train.epochs > 1)
     parts = encoder_parts(model) if wanted else None
     if wanted and parts is None:
-        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        console.print(f"Frozen layers: outputs are not cached for {kind} models (BERT-family only); they run every step.")
+        console.print(f"Frozen layers: outputs are not cached for {type(model).__name__} (only BERT-family sequence classifiers: "
+                      f"text classification, pairs, regression, multi-label); they run every step.")
     if parts is not None:
         layers = depth - 1  # the embeddings are group 0
         started = time.perf_counter()
