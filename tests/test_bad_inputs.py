@@ -71,7 +71,7 @@ CASES = [
     ("json-lines-named-json", ["{c}/jsonl_named_json.json"], "looks like JSON Lines"),
     ("json-empty-list", ["{c}/empty_list.json"], "has no rows"),
     ("json-ragged-columns", ["{c}/ragged_columns.json"], "must hold a JSON list of records"),
-    ("json-list-labels", ["{c}/nested_labels.json"], "holds lists or objects"),
+    # a JSON label list per row is multi-label data now (tests/test_task_multi_label.py), no longer bad input
     ("json-object-texts", ["{c}/object_texts.json"], "cells that are not text"),
     ("json-null-labels", ["{c}/null_labels.json"], "has no label on lines"),
     ("json-huge-number", ["{c}/huge_number.json"], "JSON that cannot be a table"),

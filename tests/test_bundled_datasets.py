@@ -168,9 +168,14 @@ def test_movie_sentences_real_data(tmp_path):
     assert {name: manifest["files"][name] for name in digests(out)} == digests(out)
 
 
-def test_a_bundled_dataset_of_a_task_not_yet_trainable_is_refused_in_one_sentence(capsys):
+def test_a_bundled_dataset_of_a_task_not_yet_trainable_is_refused_in_one_sentence(capsys, monkeypatch):
+    import dataclasses
+
+    from tunesmith.assets import registry
     from tunesmith.cli import main
 
-    assert main(["train", "wnut16", "--out", "unused"]) == 2
+    images = dataclasses.replace(registry.DATASETS["wnut16"], name="photos", task="image classification", task_name="image-classification")
+    monkeypatch.setitem(registry.DATASETS, "photos", images)
+    assert main(["train", "photos", "--out", "unused"]) == 2
     err = capsys.readouterr().err
-    assert "needs the token-classification task" in err and "tunesmith datasets" in err and err.count("\n") == 1
+    assert "needs the image-classification task" in err and "tunesmith datasets" in err and err.count("\n") == 1

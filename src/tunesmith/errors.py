@@ -22,8 +22,10 @@ def did_you_mean(name: str, choices, flags: bool = False) -> str:
     choices = [str(c) for c in choices]
     bare = {c.lstrip("-") if flags else c: c for c in choices}
     name = str(name).lstrip("-") if flags else str(name)
-    # a choice holding the name as a word first ('review' -> 'Customer Review'), then spelling neighbours
-    close = [c for c in bare if len(name) >= 3 and name.lower() in re.split(r"[\W_]+", c.lower())][:3]
+    # a near spelling first ('epoch' -> 'epochs'), then a choice holding the name as a word ('review' ->
+    # 'Customer Review'), then looser spellings
+    close = difflib.get_close_matches(name, list(bare), n=3, cutoff=0.75)
+    close = close or [c for c in bare if len(name) >= 3 and name.lower() in re.split(r"[\W_]+", c.lower())][:3]
     close = close or difflib.get_close_matches(name, list(bare), n=3, cutoff=0.5)
     if not close:
         lowered = {c.lower(): c for c in bare}
