@@ -168,7 +168,7 @@ def test_movie_sentences_real_data(tmp_path):
     assert {name: manifest["files"][name] for name in digests(out)} == digests(out)
 
 
-def test_a_bundled_dataset_of_a_task_not_yet_trainable_is_refused_in_one_sentence(capsys, monkeypatch):
+def test_a_bundled_dataset_of_a_task_not_yet_trainable_is_refused_in_one_sentence(capsys, monkeypatch, tmp_path):
     import dataclasses
 
     from tunesmith.assets import registry
@@ -176,6 +176,7 @@ def test_a_bundled_dataset_of_a_task_not_yet_trainable_is_refused_in_one_sentenc
 
     images = dataclasses.replace(registry.DATASETS["wnut16"], name="photos", task="image classification", task_name="image-classification")
     monkeypatch.setitem(registry.DATASETS, "photos", images)
-    assert main(["train", "photos", "--out", "unused"]) == 2
+    assert main(["train", "photos", "--out", str(tmp_path / "unused")]) == 2
+    assert not (tmp_path / "unused").exists()
     err = capsys.readouterr().err
     assert "needs the image-classification task" in err and "tunesmith datasets" in err and err.count("\n") == 1
