@@ -42,7 +42,7 @@ class Bench:
         from transformers import AutoTokenizer
 
         from tunesmith.assets import model_path
-        from tunesmith.methods.groups import parameter_groups
+        from tunesmith.architectures import parameter_groups
         from tunesmith.tasks import get_task
 
         files = data_split()

@@ -9,11 +9,12 @@ from safetensors.torch import load_file
 
 import tunesmith
 from tunesmith.config import RunConfig
-from tunesmith.methods.groups import parameter_groups, set_trainable
+from tunesmith.architectures import parameter_groups, set_trainable
 from tunesmith.tasks.text_classification import Features, TextClassification
 from tunesmith.train import frozen_cache
+from tunesmith.architectures.bert import encoder_parts
 from tunesmith.train.frozen_cache import (CachedFeaturesTask, FrozenPrefixInEvalMode, TopOfModel, cache_hidden_states,
-                                          encoder_parts, frozen_prefix_length, prepare_fit_inputs)
+                                          frozen_prefix_length, prepare_fit_inputs)
 
 TASK = TextClassification(["neg", "pos"])
 
@@ -59,8 +60,8 @@ def test_top_of_model_on_cached_states_gives_the_real_models_logits(kind):
         for cached_layers in range(1, 4):  # 3 = every layer: only the first token is kept
             parts = encoder_parts(model)
             cache = cache_hidden_states(parts, TASK, features, cached_layers, batch_size=5, pad_id=pad, device="cpu")
-            assert cache.first_token_only == (cached_layers == 3)
-            top = TopOfModel(parts, cached_layers)
+            assert cache.per_token == (cached_layers < 3)
+            top = TopOfModel(parts, parameter_groups(model), cached_layers)
             cached_batch = CachedFeaturesTask(TASK).collate(cache, indices, pad)
             assert torch.equal(cached_batch["attention_mask"], batch["attention_mask"])  # token counts as uncached
             logits = top(cached_batch["hidden_states"], cached_batch["attention_mask"]).logits
@@ -243,3 +244,53 @@ def test_unsupported_architectures_and_off_train_uncached(capsys):
     full = tiny_classifier("bert")  # nothing frozen: nothing to cache, nothing to say
     inputs = prepare_fit_inputs(full, TASK, features, None, parameter_groups(full), cfg, 0, console, "cpu")
     assert inputs.model is full and capsys.readouterr().out == ""
+
+
+# -- conv nets and audio encoders: the same cache, rows per position or frame ------------------------------------
+class InputFeatures:
+    """Fixed-size model inputs (pixel values, log-mel frames), a cost of 1 each, as image and audio tasks have."""
+
+    def __init__(self, key: str, inputs: torch.Tensor, labels: np.ndarray):
+        self.key, self.inputs, self.labels = key, inputs, labels
+        self.lengths = np.ones(len(inputs), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+class InputTask:
+    def collate(self, features, indices, pad_id):
+        return {features.key: features.inputs[indices], "labels": torch.as_tensor(features.labels[indices])}
+
+
+def tiny_vision_or_audio(kind: str):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    if kind == "mobilenet_v2":
+        model = tf.MobileNetV2ForImageClassification(tf.MobileNetV2Config(depth_multiplier=0.35, image_size=32, num_labels=3))
+        return model.eval(), InputFeatures("pixel_values", torch.randn(9, 3, 32, 32), np.arange(9) % 3)
+    config = tf.WhisperConfig(d_model=16, encoder_layers=3, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+                              encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=8, max_source_positions=10, vocab_size=64,
+                              pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1, num_labels=3)
+    return tf.WhisperForAudioClassification(config).eval(), InputFeatures("input_features", torch.randn(9, 8, 20), np.arange(9) % 3)
+
+
+@pytest.mark.parametrize("kind", ["mobilenet_v2", "whisper"])
+def test_top_of_a_conv_net_or_audio_encoder_on_cached_states_gives_the_real_logits(kind):
+    from tunesmith.architectures import frozen_split
+
+    model, features = tiny_vision_or_audio(kind)
+    task, indices = InputTask(), [4, 0, 7]
+    split = frozen_split(model)
+    with torch.no_grad():
+        expected = model(**{k: v for k, v in task.collate(features, indices, 0).items() if k != "labels"}).logits
+        for cached_layers in (1, split.num_layers - 1, split.num_layers):
+            cache = cache_hidden_states(split, task, features, cached_layers, batch_size=4, pad_id=0, device="cpu")
+            assert not cache.per_token and len(set(np.diff(cache.offsets))) == 1  # the same rows for every example
+            top = TopOfModel(split, parameter_groups(model), cached_layers)
+            batch = CachedFeaturesTask(task).collate(cache, indices, 0)
+            torch.testing.assert_close(top(batch["hidden_states"]).logits, expected, atol=1e-5, rtol=1e-5)
+    # every block cached: the pooled vector the classifier reads (MobileNetV2); a row per encoder position (Whisper)
+    assert cache.offsets[1] == (1 if kind == "mobilenet_v2" else 10)
+    assert [n for n, _ in top.named_parameters()] == [n for n, _ in model.named_parameters()]

@@ -21,7 +21,7 @@ from tunesmith.config import RunConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.methods import METHODS, adapt_model, get_method
 from tunesmith.methods.gradual import GradualUnfreezing
-from tunesmith.methods.groups import count_parameters, parameter_groups
+from tunesmith.architectures import count_parameters, parameter_groups
 from tunesmith.methods.loading import load_run_model, save_run_model
 from tunesmith.tasks import get_task
 from tunesmith.tasks.text_classification import Features

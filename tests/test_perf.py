@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 import tunesmith
 from tunesmith import perf
-from tunesmith.methods.groups import parameter_groups
+from tunesmith.architectures import parameter_groups
 from tunesmith.train.first_token import first_token_forward
 from tunesmith.train.optim import build_optimizer
 

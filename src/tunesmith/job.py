@@ -24,7 +24,7 @@ from .config import RunConfig
 from .data.sources import read_data_file, resolve_sources
 from .errors import TunesmithError
 from .methods import adapt_model, get_method, resolve_learning_rate
-from .methods.groups import count_parameters
+from .architectures import count_parameters
 from .perf import compute_dtype, freeze_word_embeddings, measure_matmul_rate, throughput, training_flops_per_token
 from .report.plots import plot_curves
 from .rundir import default_run_dir, hold_run_lock, prepare_run_dir, read_record, write_record

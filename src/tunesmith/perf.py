@@ -64,7 +64,7 @@ def training_flops_per_token(model: nn.Module, groups=None, frozen_forward: bool
 
     frozen_forward=False leaves out the forward of the frozen bottom layers (their outputs were
     computed once and cached, train/frozen_cache.py)."""
-    from .methods.groups import parameter_groups
+    from .architectures import parameter_groups
 
     groups = groups or parameter_groups(model)
     depth_of = {id(p): depth for depth, (_, params) in enumerate(groups.ordered()) for _, p in params}

@@ -62,7 +62,7 @@ def adapt_model(model, method_cfg, task=None):
     """Apply the configured method for `task` (None: a sequence classifier, for direct callers); returns
     the model and its parameter groups. The task head always trains, except PEFT's frozen
     `original_module` copy of it (PEFT trains its own copy)."""
-    from .groups import parameter_groups, set_trainable
+    from ..architectures import parameter_groups, set_trainable
 
     model = get_method(method_cfg.method).apply(model, method_cfg, parameter_groups(model), task)
     groups = parameter_groups(model)

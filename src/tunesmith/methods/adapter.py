@@ -22,8 +22,7 @@ from torch import nn
 
 from ..errors import TunesmithError
 from . import register_method
-from .groups import parameter_groups, set_trainable
-from .targets import family_of, known_model_types, model_type_of
+from ..architectures import architecture_of, known_model_types, model_type_of, parameter_groups, set_trainable
 
 ADAPTER_CONFIG = "bottleneck_adapter.json"
 ADAPTER_WEIGHTS = "bottleneck_adapter.safetensors"
@@ -58,11 +57,11 @@ class AdaptedSublayer(nn.Module):
 
 
 def sublayers_to_adapt(model, placement: str) -> list[str]:
-    family = family_of(model)
-    if family is None:
-        raise TunesmithError(f"--method adapter knows where to put adapters in {known_model_types()} models, not in '{model_type_of(model)}'; "
+    architecture = architecture_of(model)
+    if architecture is None or architecture.feedforward_output is None:
+        raise TunesmithError(f"--method adapter knows where to put adapters in {known_model_types('feedforward_output')} models, not in '{model_type_of(model)}'; "
                              f"use --method lora, which takes --target-modules.")
-    patterns = [family.feedforward_output] + ([family.attention_output] if placement == "houlsby" else [])
+    patterns = [architecture.feedforward_output] + ([architecture.attention_output] if placement == "houlsby" else [])
     names = [name for name, module in model.named_modules()
              if isinstance(module, nn.Linear) and any(re.fullmatch(p, name) for p in patterns)]
     if not names:

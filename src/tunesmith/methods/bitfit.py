@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import register_method
-from .groups import set_trainable
+from ..architectures import set_trainable
 
 
 @register_method("bitfit", "train only the bias terms of the base model, and the task head", lr=1e-3)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import TunesmithError
 from . import register_method
-from .groups import set_trainable
+from ..architectures import set_trainable
 
 
 def layers_to_freeze(cfg, num_layers: int) -> int:
@@ -19,6 +19,7 @@ def layers_to_freeze(cfg, num_layers: int) -> int:
 
 @register_method("freeze", "freeze the embeddings and the bottom --freeze-layers layers (default half); train the rest")
 def apply(model, cfg, groups, task):
+    groups.require_layers("--method freeze")
     n = layers_to_freeze(cfg, groups.num_layers)
     model.requires_grad_(True)
     set_trainable(groups.embeddings, False)

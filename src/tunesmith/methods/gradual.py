@@ -7,11 +7,12 @@ resumed run unfreezes exactly what the uninterrupted one had at that step.
 from __future__ import annotations
 
 from . import register_callbacks, register_method
-from .groups import set_trainable
+from ..architectures import set_trainable
 
 
 @register_method("gradual", "train the head first, then unfreeze one more layer group from the top each epoch (--unfreeze-every K steps)", lr=1e-3)
 def apply(model, cfg, groups, task):
+    groups.require_layers("--method gradual")
     model.requires_grad_(False)
     set_trainable(groups.head, True)
     return model

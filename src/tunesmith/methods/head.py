@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import register_method
-from .groups import set_trainable
+from ..architectures import set_trainable
 
 
 @register_method("head", "train only the task head on top of the frozen base model (linear probe)", lr=3e-3)

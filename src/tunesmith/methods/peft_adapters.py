@@ -10,7 +10,7 @@ import contextlib
 import warnings
 
 from ..errors import TunesmithError
-from .targets import known_model_types, model_type_of
+from ..architectures import known_model_types, model_type_of
 
 
 def head_module_names(groups) -> list[str]:
@@ -59,7 +59,7 @@ def wrap_with_peft(model, peft_config_cls, groups, method: str, task=None, **opt
         text = str(exc).split(". ")[0].rstrip(".") if str(exc) else type(exc).__name__
         if options.get("target_modules") is None:
             raise TunesmithError(f"--method {method} has no default target modules for model type '{model_type_of(model)}' "
-                                 f"(known: {known_model_types()}); pass --target-modules with the names of its linear layers, e.g. 'q_proj,v_proj'.") from None
+                                 f"(known: {known_model_types('lora')}); pass --target-modules with the names of its linear layers, e.g. 'q_proj,v_proj'.") from None
         targets = options["target_modules"]
         targets = ",".join(targets) if isinstance(targets, (list, tuple, set)) else targets
         raise TunesmithError(f"--method {method} could not adapt the model with target modules '{targets}' ({text}); pass --target-modules with the "

@@ -18,8 +18,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..methods.groups import frozen_prefix_length
-from .encoder_parts import EncoderParts, encoder_parts
+from ..architectures import frozen_prefix_length
+from ..architectures.bert import EncoderParts, encoder_parts
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 

@@ -13,8 +13,10 @@ they are a fixed function of the input. Two things follow, both implemented here
    what gets saved; checkpoints carry the real model's parameter names, so a run can resume with
    the cache on or off.
 
-Supported: BERT-family sequence classifiers (BERT/MiniLM, RoBERTa, XLM-R, CamemBERT, ELECTRA).
-Other architectures train uncached, with one line saying so.
+Where a model can be split is its architecture's business (architectures/: BERT-family sequence
+classifiers, MobileNetV2 image classifiers, Whisper audio classifiers); other models train uncached, with
+one line saying so. Inputs that training augments (images) are cached as evaluation sees them: the cached
+layers see no augmentation, and the run says so.
 """
 from __future__ import annotations
 
@@ -29,8 +31,7 @@ import torch
 from torch import nn
 
 from ..data.batching import length_sorted_batches, move
-from ..methods.groups import frozen_prefix_length
-from .encoder_parts import EncoderParts, encoder_parts
+from ..architectures import frozen_prefix_length, frozen_split
 
 
 # -- which groups are frozen, and keeping them in eval mode -----------------------------------
@@ -69,15 +70,16 @@ class CachedFeatures:
     """Hidden states after the frozen layers: example i's rows are states[offsets[i]:offsets[i + 1]].
 
     `lengths` stay the token counts of the text, so batching (length grouping) and token counts
-    are exactly those of the uncached run. With every layer frozen only the first token is kept:
-    the heads read nothing else.
+    are exactly those of the uncached run. Text keeps a row per token below the top layer and only the
+    first token above it (the heads read nothing else); images and audio keep the same rows for every
+    example (positions of a feature map, frames).
     """
 
-    states: torch.Tensor | np.ndarray  # (total rows, hidden) float32; np.memmap when on disk
+    states: torch.Tensor | np.ndarray  # (total rows, width) float32; np.memmap when on disk
     offsets: np.ndarray
     lengths: np.ndarray
     labels: np.ndarray | None
-    first_token_only: bool
+    per_token: bool
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -135,47 +137,54 @@ def allocate(rows: int, width: int, disk_dir: Path, memory_limit: int):
     return states
 
 
+def unaugmented(features):
+    """The features as evaluation sees them: the cache holds one output per example, so no augmentation."""
+    without = getattr(features, "without_augmentation", None)
+    return without() if without is not None else features
+
+
 @torch.no_grad()
-def cache_hidden_states(parts: EncoderParts, task, features, num_layers: int, batch_size: int, pad_id: int, device,
+def cache_hidden_states(split, task, features, num_layers: int, batch_size: int, pad_id: int, device,
                         autocast=None, disk_dir: Path | None = None, memory_limit: int | None = None) -> CachedFeatures:
     """Run the embeddings and the bottom `num_layers` layers once over every example."""
-    first_token_only = num_layers == len(parts.layers)
-    rows = np.ones(len(features), dtype=np.int64) if first_token_only else np.asarray(features.lengths, dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(rows)])
-    width = parts.model.config.hidden_size
+    per_token = split.per_token(num_layers)
     limit = in_memory_limit_bytes() if memory_limit is None else memory_limit
-    states = allocate(int(offsets[-1]), width, Path(disk_dir or tempfile.gettempdir()), limit)
-    was_training = parts.model.training
-    parts.model.eval()
+    source = unaugmented(features)
+    states = offsets = rows = None
+    was_training = split.model.training
+    split.model.eval()
     for indices in length_sorted_batches(features.lengths, batch_size):
-        batch = move(task.collate(features, indices, pad_id), device)
+        batch = move(task.collate(source, indices, pad_id), device)
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
-            hidden = parts.bottom(batch, num_layers).float().cpu()
+            hidden = split.bottom(batch, num_layers).float().cpu()
+        if states is None:  # the first batch tells the width, and the rows of models that keep the same rows for all
+            rows = np.asarray(features.lengths, dtype=np.int64) if per_token else np.full(len(features), hidden.shape[1], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(rows)])
+            states = allocate(int(offsets[-1]), hidden.shape[2], Path(disk_dir or tempfile.gettempdir()), limit)
         for row, i in enumerate(indices):
             block = hidden[row, :rows[i]]
             if isinstance(states, np.ndarray):
                 states[offsets[i]:offsets[i + 1]] = block.numpy()
             else:
                 states[offsets[i]:offsets[i + 1]] = block
-    parts.model.train(was_training)
-    return CachedFeatures(states, offsets, np.asarray(features.lengths), features.labels, first_token_only)
+    split.model.train(was_training)
+    return CachedFeatures(states, offsets, np.asarray(features.lengths), features.labels, per_token)
 
 
 class TopOfModel(nn.Module):
-    """The real model above its cached frozen layers: layers start.., pooler and classifier.
+    """The real model above its cached frozen layers: layers start.., and the head.
 
     It takes {'hidden_states', 'attention_mask'} from CachedFeatures and returns an object with
     `.logits`, as the real model does. The real model is a submodule (so .to() moves it whole) and
     `named_parameters` gives its names unprefixed, so checkpoints match an uncached run's.
     """
 
-    def __init__(self, parts: EncoderParts, start: int):
+    def __init__(self, split, groups, start: int):
         super().__init__()
-        self.model = parts.model
-        self.parts, self.start = parts, start
-        owned = {id(p) for p in parts.embeddings.parameters()} | {id(p) for layer in parts.layers[:start] for p in layer.parameters()}
-        self.cached_parameters = [p for p in parts.model.parameters() if id(p) in owned]
-        self.train(parts.model.training)  # a new Module starts in training mode; take the real model's
+        self.model = split.model
+        self.split, self.start = split, start
+        self.cached_parameters = [p for _, params in groups.ordered()[:start + 1] for _, p in params]  # embeddings + start layers
+        self.train(split.model.training)  # a new Module starts in training mode; take the real model's
 
     def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
         return self.model.named_parameters(prefix, recurse, remove_duplicate)
@@ -186,8 +195,7 @@ class TopOfModel(nn.Module):
         # a cached layer may be thawed after the last step (gradual), but it must not train
         if self.training and any(p.requires_grad for p in self.cached_parameters):
             raise RuntimeError("a layer whose outputs were cached was unfrozen during training; train with --cache-frozen off")
-        hidden = self.parts.layers_from(hidden_states, attention_mask, self.start, len(self.parts.layers))
-        return SequenceClassifierOutput(logits=self.parts.classify(hidden))
+        return SequenceClassifierOutput(logits=self.split.top(hidden_states, attention_mask, self.start))
 
 
 # -- wiring: what fit() gets ------------------------------------------------------------------
@@ -215,11 +223,11 @@ def prepare_fit_inputs(model, task, train, validation, groups, cfg, pad_id: int,
     inputs = FitInputs(model, task, train, validation)
     # one pass over the data costs what the cache costs to build: it pays from the second epoch on
     wanted = depth >= 2 and cfg.train.cache_frozen == "auto" and (cfg.train.epochs is None or cfg.train.epochs > 1)
-    parts = encoder_parts(model) if wanted else None
-    if wanted and parts is None:
-        console.print(f"Frozen layers: outputs are not cached for {type(model).__name__} (only BERT-family sequence classifiers: "
-                      f"text classification, pairs, regression, multi-label); they run every step.")
-    if parts is not None:
+    split = frozen_split(model) if wanted else None
+    if wanted and split is None:
+        console.print(f"Frozen layers: outputs are not cached for {type(model).__name__} (only sequence classifiers of the BERT "
+                      f"family, MobileNetV2 image and Whisper audio classifiers); they run every step.")
+    if split is not None:
         layers = depth - 1  # the embeddings are group 0
         started = time.perf_counter()
         model.to(device)
@@ -229,19 +237,20 @@ def prepare_fit_inputs(model, task, train, validation, groups, cfg, pad_id: int,
             nonlocal budget
             if features is None:
                 return None
-            cached = cache_hidden_states(parts, task, features, layers, cfg.train.eval_batch_size, pad_id, device, autocast, disk_dir, budget)
+            cached = cache_hidden_states(split, task, features, layers, cfg.train.eval_batch_size, pad_id, device, autocast, disk_dir, budget)
             if isinstance(cached.states, torch.Tensor):
                 budget -= cached.states.numel() * 4
             return cached
 
-        inputs = FitInputs(TopOfModel(parts, layers), CachedFeaturesTask(task), cache(train), cache(validation), cached=True)
+        inputs = FitInputs(TopOfModel(split, groups, layers), CachedFeaturesTask(task), cache(train), cache(validation), cached=True)
         inputs.cache_seconds = time.perf_counter() - started
         size = sum(f.states.shape[0] * f.states.shape[1] * 4 for f in (inputs.train, inputs.validation) if f is not None)
         where = "in memory" if isinstance(inputs.train.states, torch.Tensor) else "on disk"
         examples = len(train) + (len(validation) if validation is not None else 0)
-        top = len(parts.layers) - 1
+        top = split.num_layers - 1
         rest = "the head" if layers > top else f"layer {top} and the head" if layers == top else f"layers {layers}-{top} and the head"
-        console.print(f"Frozen layers: embeddings + {layers} layer{'s' * (layers > 1)} computed once for {examples:,} examples "
+        augmented = " (without training augmentation: the cache holds each input once)" if unaugmented(train) is not train else ""
+        console.print(f"Frozen layers: embeddings + {layers} layer{'s' * (layers > 1)} computed once for {examples:,} examples{augmented} "
                       f"({inputs.cache_seconds:.1f} s, {size / 2**20:,.0f} MB {where}); training runs {rest}.")
     inputs.model.register_forward_pre_hook(FrozenPrefixInEvalMode(model, groups))
     return inputs

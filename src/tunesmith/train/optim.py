@@ -5,13 +5,15 @@ import math
 
 import torch
 
-from ..methods.groups import ParameterGroups
+from ..architectures import ParameterGroups
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight", "ln_")
 
 
 def group_learning_rates(groups: ParameterGroups, lr: float, decay: float | None) -> dict[str, float]:
     """Learning rate per named group: the head gets lr, each group below gets `decay` times more."""
+    if decay:
+        groups.require_layers("--layer-lr-decay")
     ordered = groups.ordered()
     top = len(ordered) - 1
     return {name: lr * (decay ** (top - depth) if decay else 1.0) for depth, (name, _) in enumerate(ordered)}
