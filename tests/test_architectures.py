@@ -41,6 +41,12 @@ def tiny_mobilenet(cls):
     return cls(T.MobileNetV2Config(depth_multiplier=0.35, image_size=32, num_labels=3))
 
 
+def small_efficientnet_lite():
+    from tunesmith.assets.efficientnet_lite import EfficientNetLiteConfig, EfficientNetLiteForImageClassification
+
+    return EfficientNetLiteForImageClassification(EfficientNetLiteConfig(num_labels=3))
+
+
 def tiny_whisper(cls, **extra):
     return cls(T.WhisperConfig(d_model=16, encoder_layers=3, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
                                encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=8, max_source_positions=10, vocab_size=64,
@@ -61,6 +67,7 @@ MODELS = [
     ("llama", lambda: tiny_llama(T.LlamaForCausalLM), 3, {"model.norm", "lm_head"}),
     # 17 blocks: 16 inverted residuals, then the final 1x1 conv as the top layer
     ("mobilenet_v2", lambda: tiny_mobilenet(T.MobileNetV2ForImageClassification), 17, {"classifier"}),
+    ("efficientnet_lite", small_efficientnet_lite, 17, {"classifier"}),  # 16 MBConv blocks, then the final 1x1 conv
     ("whisper", lambda: tiny_whisper(T.WhisperForAudioClassification), 3, {"encoder.layer_norm", "projector", "classifier"}),
     ("whisper", lambda: tiny_whisper(T.WhisperForAudioClassification, use_weighted_layer_sum=True), 3,
      {"", "encoder.layer_norm", "projector", "classifier"}),  # "": layer_weights sits on the model itself

@@ -270,13 +270,18 @@ def tiny_vision_or_audio(kind: str):
     if kind == "mobilenet_v2":
         model = tf.MobileNetV2ForImageClassification(tf.MobileNetV2Config(depth_multiplier=0.35, image_size=32, num_labels=3))
         return model.eval(), InputFeatures("pixel_values", torch.randn(9, 3, 32, 32), np.arange(9) % 3)
+    if kind == "efficientnet_lite":
+        from tunesmith.assets.efficientnet_lite import EfficientNetLiteConfig, EfficientNetLiteForImageClassification
+
+        model = EfficientNetLiteForImageClassification(EfficientNetLiteConfig(num_labels=3))
+        return model.eval(), InputFeatures("pixel_values", torch.randn(9, 3, 32, 32), np.arange(9) % 3)
     config = tf.WhisperConfig(d_model=16, encoder_layers=3, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
                               encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=8, max_source_positions=10, vocab_size=64,
                               pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1, num_labels=3)
     return tf.WhisperForAudioClassification(config).eval(), InputFeatures("input_features", torch.randn(9, 8, 20), np.arange(9) % 3)
 
 
-@pytest.mark.parametrize("kind", ["mobilenet_v2", "whisper"])
+@pytest.mark.parametrize("kind", ["mobilenet_v2", "efficientnet_lite", "whisper"])
 def test_top_of_a_conv_net_or_audio_encoder_on_cached_states_gives_the_real_logits(kind):
     from tunesmith.architectures import frozen_split
 
@@ -292,5 +297,5 @@ def test_top_of_a_conv_net_or_audio_encoder_on_cached_states_gives_the_real_logi
             batch = CachedFeaturesTask(task).collate(cache, indices, 0)
             torch.testing.assert_close(top(batch["hidden_states"]).logits, expected, atol=1e-5, rtol=1e-5)
     # every block cached: the pooled vector the classifier reads (MobileNetV2); a row per encoder position (Whisper)
-    assert cache.offsets[1] == (1 if kind == "mobilenet_v2" else 10)
+    assert cache.offsets[1] == (10 if kind == "whisper" else 1)
     assert [n for n, _ in top.named_parameters()] == [n for n, _ in model.named_parameters()]

@@ -203,4 +203,4 @@ def user_targets(option: str | None) -> list[str] | None:
 
 
 # each import registers its families
-from . import bert, distilbert, llama, mobilenet_v2, whisper  # noqa: E402,F401
+from . import bert, distilbert, llama, mobilenet_v2, efficientnet_lite, whisper  # noqa: E402,F401

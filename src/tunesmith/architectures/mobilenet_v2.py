@@ -6,57 +6,12 @@ pair of 1x1 convs beside each); the depthwise 3x3 convolutions are grouped and t
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from . import Architecture, register_architecture
+from .conv_stages import conv_stages_split
 
 
-class MobileNetV2Split:
-    """The classifier called block by block, for the frozen-layer cache. Feature maps are cached as rows of
-    channels, one per position (batch, height x width, channels); with every block frozen, the pooled
-    vector the classifier reads (batch, 1, channels)."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.blocks = list(model.mobilenet_v2.layer) + [model.mobilenet_v2.conv_1x1]
-        self.shape: tuple[int, int] | None = None  # the cached feature map's height and width
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.blocks)
-
-    def per_token(self, depth: int) -> bool:
-        return False
-
-    def bottom(self, batch: dict, depth: int) -> torch.Tensor:
-        hidden = self.model.mobilenet_v2.conv_stem(batch["pixel_values"])
-        for block in self.blocks[:depth]:
-            hidden = block(hidden)
-        if depth == self.num_layers:
-            return self.pool(hidden)[:, None, :]
-        self.shape = tuple(hidden.shape[2:])
-        return hidden.flatten(2).transpose(1, 2)
-
-    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.model.mobilenet_v2.pooler(hidden), 1)
-
-    def top(self, hidden: torch.Tensor, mask, depth: int) -> torch.Tensor:
-        if depth == self.num_layers:
-            pooled = hidden[:, 0]
-        else:
-            hidden = hidden.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[2], *self.shape)
-            for block in self.blocks[depth:]:
-                hidden = block(hidden)
-            pooled = self.pool(hidden)
-        return self.model.classifier(self.model.dropout(pooled))
-
-
-def split(model: nn.Module) -> MobileNetV2Split | None:
-    inner = getattr(model, "mobilenet_v2", None)
-    if inner is None or getattr(inner, "pooler", None) is None or not hasattr(model, "classifier"):
-        return None
-    return MobileNetV2Split(model)
+def split(model):
+    return conv_stages_split(model, "mobilenet_v2", stem="conv_stem", blocks="layer", top="conv_1x1")
 
 
 register_architecture(Architecture(

@@ -269,3 +269,6 @@ def require_dataset(name: str) -> DatasetAsset:
 
         raise TunesmithError(f"'{name}' is neither a file nor a bundled dataset.{did_you_mean(name, DATASETS)} See `tunesmith datasets`.")
     return DATASETS[name]
+from . import debian_datasets  # noqa: E402,F401  (registers fashion-mnist and spoken-letters)
+from . import vision_models  # noqa: E402,F401  (registers mobilenet-v2 and efficientnet-lite0)
+from . import audio_models  # noqa: E402,F401  (registers whisper-tiny-en)

@@ -49,6 +49,8 @@ def load_pretrained(loader, source: str, model_cfg, **kwargs):
     import transformers
     from safetensors import SafetensorError
 
+    from . import efficientnet_lite  # noqa: F401  (registers its config and model with transformers' Auto classes)
+
     check_weight_files(source, model_cfg.trust_pickle)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
