@@ -24,6 +24,7 @@ from .errors import TunesmithError
 from .job import finished_record, run_training
 from .rundir import RUN_LOCK
 from .tasks import get_task
+from .tasks.protocol import pad_id_of
 from .train.infer import predict_outputs
 from .train.precision import autocast_for, choose_precision
 
@@ -118,11 +119,9 @@ class Run:
 
     def _load(self):
         if self._model is None:
-            from transformers import AutoTokenizer
-
             from .methods.loading import load_run_model
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self._tokenizer = self.task.load_preprocessor(str(self.path), self.config.model)  # the tokenizer or image processor saved with the model
             self._model = load_run_model(self.path, self.task, self.record, self.config).to(self.device).eval()
             # prediction runs in the precision training would pick on this machine (the same cached measurement)
             self._precision, _ = choose_precision(self.precision_setting or self.config.train.precision, self.device, self._model)
@@ -131,7 +130,8 @@ class Run:
     @keyword_errors
     def predict(self, inputs, pairs=None) -> list[dict]:
         """One prediction per input, in the task's form: [{'label': 'fresh', 'score': 0.97, 'scores': {...}}, ...]
-        for text classification (`pairs`: the second text of each pair)."""
+        for text classification (`pairs`: the second text of each pair); an image run takes image files, folders of
+        them, PIL images or uint8 arrays (a folder gives one prediction per image, each with its `path`)."""
         table = self.task.inputs_table(inputs, pairs)
         return self.task.predict_records(self._outputs(table)[0], table)
 
@@ -141,7 +141,7 @@ class Run:
             raise TunesmithError("Nothing to predict: give at least one text.")
         model, tokenizer = self._load()
         features = self.task.encode(tokenizer, table, self.config.model.max_length)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad_id = pad_id_of(tokenizer)
         outputs, _ = predict_outputs(model, self.task, features, self.config.train.eval_batch_size, pad_id, self.device,
                                      autocast_for(self._precision, self.device))
         return outputs, features

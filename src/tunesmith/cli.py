@@ -118,10 +118,13 @@ def written_outputs(run_dir) -> list[str]:
 
 
 def outputs_line(run_dir, metrics: dict) -> str:
+    from .tasks import TASKS
+
     names = written_outputs(run_dir)
     listed = f"{', '.join(names[:-1])} and {names[-1]} are" if len(names) > 1 else f"{names[0]} is" if names else "Its files are"
     no_test = "" if metrics.get("test") else " (no test file: pass --test FILE to score one)"
-    return f"{listed} in {run_dir}{no_test}. Try: tunesmith predict {run_dir} \"some text\""
+    example = getattr(TASKS.get(metrics.get("task")), "predict_example", '"some text"')  # an image run: a file name
+    return f"{listed} in {run_dir}{no_test}. Try: tunesmith predict {run_dir} {example}"
 
 
 @command("compare", "train several methods on the same data, split and seed; one table and plot")
@@ -149,10 +152,14 @@ def cmd_predict(args) -> int:
             result.to_csv(sys.stdout, index=False)
         return 0
     if not args.texts:
-        raise TunesmithError("Nothing to predict: give texts after the run folder, or --file FILE.")
-    for text, pred in zip(args.texts, run.predict(args.texts, args.pair)):
+        raise TunesmithError("Nothing to predict: give texts (image files or folders, for an image run) after the run folder, or --file FILE.")
+    predictions = run.predict(args.texts, args.pair)
+    # an image run names the file of each prediction (a folder gives one per image); a text run's inputs are the texts
+    key = "path" if predictions and "path" in predictions[0] else "text"
+    inputs = [pred.pop("path") for pred in predictions] if key == "path" else args.texts
+    for text, pred in zip(inputs, predictions):
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in pred.items() if k != "scores"}
-        print(json.dumps({"text": text, **shown}) if args.json else f"{run.task.describe_prediction(pred)}\t{text}")
+        print(json.dumps({key: text, **shown}) if args.json else f"{run.task.describe_prediction(pred)}\t{text}")
     return 0
 
 
@@ -250,12 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = parser.commands[name] = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=fn)
         if name == "train":
-            p.add_argument("data", nargs="?", help="training file (CSV/TSV/JSON/JSONL/Parquet) or bundled dataset name")
+            p.add_argument("data", nargs="?", help="training file (CSV/TSV/JSON/JSONL/Parquet), folder of class folders of images, or bundled dataset name")
             p.add_argument("--config", help="YAML config (a run folder's config.yaml re-runs it); flags override it")
             p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
             add_config_flags(p)
         elif name == "compare":
-            p.add_argument("data", nargs="?", help="training file (CSV/TSV/JSON/JSONL/Parquet) or bundled dataset name")
+            p.add_argument("data", nargs="?", help="training file (CSV/TSV/JSON/JSONL/Parquet), folder of class folders of images, or bundled dataset name")
             p.add_argument("--methods", help="methods to compare, separated by commas (default: all; see `tunesmith methods`)")
             p.add_argument("--method-options", help="options for single methods, e.g. lora:lr=5e-4,head:lr=1e-3")
             p.add_argument("--config", help="YAML config with the options every method shares; flags override it")
@@ -265,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif name in ("predict", "eval"):
             p.add_argument("run", help="run folder written by `tunesmith train`")
             if name == "predict":
-                p.add_argument("texts", nargs="*", help="texts to label")
+                p.add_argument("texts", nargs="*", help="texts to label (an image run: image files, or folders of them)")
                 p.add_argument("--file", help="label every row of this file instead")
                 p.add_argument("--out", help="write the file's predictions to this CSV")
                 p.add_argument("--pair", action="append", metavar="TEXT",
@@ -273,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument("--context", action="append", dest="pair", metavar="TEXT",
                                help="question answering: the passage each question is answered from, once per question")
             else:
-                p.add_argument("file", help="labeled file (columns found as training found them)")
+                p.add_argument("file", help="labeled file (columns found as training found them), or a folder of class folders for an image run")
                 p.add_argument("--label-column", help="label column of the file (default: the training one, else inferred as training does)")
             p.add_argument("--text-column", help="text column of the file, or FIRST,SECOND for a pair (default: the training one, else inferred)")
             p.add_argument("--json", action="store_true", help="print JSON")

@@ -25,7 +25,8 @@ def option(default, help: str, *, choices=None, min=None, max=None, cli: bool = 
 
 @dataclass
 class DataConfig:
-    data: str | None = option(None, "training data: a CSV/TSV/JSON/JSONL/Parquet file or a bundled dataset name (see `tunesmith datasets`)", cli=False)
+    data: str | None = option(None, "training data: a CSV/TSV/JSON/JSONL/Parquet file, a folder of class folders of images, or a bundled "
+                                    "dataset name (see `tunesmith datasets`)", cli=False)
     text_column: str | None = option(None, "column holding the text (inferred when not given)")
     text_pair_column: str | None = option(None, "second text column for sentence-pair tasks (optional)")
     label_column: str | None = option(None, "column holding the label (inferred when not given)")
@@ -45,7 +46,7 @@ class TaskConfig:
     """The task, and (later) options only some tasks have, each named after its task."""
 
     task: str = option("auto", "what to learn: auto (inferred from the data, printed), or a task name (text-classification, regression, "
-                               "multi-label, token-classification, question-answering)")
+                               "multi-label, token-classification, question-answering, image-classification)")
     label_separator: str | None = option(None, "multi-label: the character between labels in a label cell (default: detected among ; | ,)")
     entity_mode: str = option("default", "token-classification: how entity spans are read from tags, as seqeval does: 'default' (conlleval: "
                                          "a stray I- starts an entity) or 'strict' (only well-formed BIO/IOBES spans count)",
@@ -54,6 +55,16 @@ class TaskConfig:
     max_answer_length: int = option(30, "question-answering: longest answer in tokens", min=1, max=1024)
     fix_answer_starts: bool = option(False, "question-answering: move an answer start that does not match its context to the nearest "
                                             "occurrence of the answer text (default: refuse the file)")
+    image_column: str | None = option(None, "image-classification: column of a CSV/JSONL holding the image paths, relative to the file's "
+                                            "folder (default: inferred: path, image, file, ... or the column of image file names)")
+    augment: str = option("crop-flip", "image-classification: training augmentation: crop-flip (a random resized crop, then a horizontal "
+                                       "flip half the time), flip (the evaluation crop, flipped half the time) or none",
+                          choices=["crop-flip", "flip", "none"])
+    crop_min_scale: float = option(0.08, "image-classification: smallest share of an image's area a random resized crop keeps "
+                                         "(torchvision's and the Hugging Face example's 0.08; raise it for small objects or tiny images)",
+                                   min=0.01, max=1.0)
+    skip_bad_files: bool = option(False, "image-classification: leave out files that cannot be decoded (counted in the output) instead "
+                                         "of refusing the data")
 
 
 @dataclass

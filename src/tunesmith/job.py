@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .assets.resolve import load_pretrained, resolve_model_source
+from .assets.resolve import resolve_model_source
 from .config import RunConfig
 from .data.sources import read_data_file, resolve_sources
 from .errors import TunesmithError
@@ -29,6 +29,7 @@ from .perf import compute_dtype, freeze_word_embeddings, measure_matmul_rate, th
 from .report.plots import plot_curves
 from .rundir import default_run_dir, hold_run_lock, prepare_run_dir, read_record, write_record
 from .tasks import choose_task, metric_named
+from .tasks.protocol import pad_id_of
 from .atomic import atomic_file, atomic_write_text
 from .train.checkpoint import list_checkpoints
 from .train.events import ProgressPrinter
@@ -76,9 +77,7 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     for reason in choices.reasons:
         console.print(reason)
     source = resolve_model_source(cfg.model.model)
-    from transformers import AutoTokenizer
-
-    tokenizer = load_pretrained(AutoTokenizer, source, cfg.model)
+    tokenizer = task.load_preprocessor(source, cfg.model)  # a tokenizer for text, an image processor for images
     model, groups = build_adapted_model(task, source, cfg)
     resume_from = prepare_run_dir(run_dir, cfg.output, expected_bytes=expected_run_bytes(model, cfg))
     stack.enter_context(hold_run_lock(run_dir))  # after prepare_run_dir, which may empty and create the folder
@@ -99,7 +98,7 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     atomic_write_text(run_dir / "config.yaml", config_file_text(rerunnable_config(cfg), choices.reasons))
 
     # -- train: pick the epochs on validation, then (refit) train again on all the data ----
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_id_of(tokenizer)
     encode = lambda table: task.encode(tokenizer, table, cfg.model.max_length) if table is not None else None  # noqa: E731
     train, validation, test = encode(data.train), encode(data.validation), encode(data.test)
     selection = read_selection(run_dir) if cfg.output.resume else None

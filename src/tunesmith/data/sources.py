@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..assets.registry import DATASETS, dataset_files, require_dataset
 from ..errors import TunesmithError
-from .read import read_table
+from .read import FORMATS, read_table
 
 # --data names that `datasets` fetches from the Hugging Face hub (online only): SQuAD's train split
 # trains (validation held out of it), its official dev split is the test.
@@ -44,13 +44,20 @@ def resolve_sources(data_cfg) -> dict[str, str | None]:
 def read_data_file(path, encoding: str | None = None, role: str = "data") -> pd.DataFrame:
     """The raw rows of a data file (a table of cells; list cells where the format has them).
 
-    Token-per-line tagged files (CoNLL, WNUT) become one row per sentence with `tokens` and `tags`
-    lists; SQuAD JSON files one row per question (id, question, context, answers; checked against
-    the context later, by the task); every other file is read as a table (CSV, TSV, JSON, JSONL, Parquet).
+    A folder of class sub-folders of images becomes one row per image (`path` relative to the folder,
+    `label` the class folder; data/images.py); token-per-line tagged files (CoNLL, WNUT) one row per
+    sentence with `tokens` and `tags` lists; SQuAD JSON files one row per question (id, question,
+    context, answers; checked against the context later, by the task); every other file is read as a
+    table (CSV, TSV, JSON, JSONL, Parquet). A table of image paths (a bundled image dataset's CSV among
+    them) is a table like any other: its paths are relative to its folder, which the image task resolves.
     """
     from .conll import looks_like_conll, read_conll
     from .squad import looks_like_squad, squad_rows
 
+    if Path(path).is_dir() and Path(path).suffix.lower() not in FORMATS:  # a folder named like a file (x.csv/) is a mistake read_table names
+        from .images import folder_table
+
+        return folder_table(path, min_classes=2 if role == "training" else 1)  # scoring on a folder of one class is fine
     if looks_like_conll(path):
         return read_conll(path, encoding)
     if looks_like_squad(path):

@@ -25,7 +25,7 @@ from ..errors import TunesmithError
 from ..metrics import safe_divide
 from . import register_task
 from .protocol import Metric, Splits
-from .text_classification import PROBE_TEXTS, Features, collate_texts, encode_texts, set_dropout, texts_table
+from .text_classification import PROBE_TEXTS, Features, collate_texts, encode_texts, load_tokenizer, set_dropout, texts_table
 
 SEPARATORS = (";", "|", ",")  # in order of preference when two split a column equally well
 LABELS_NAMES = ("labels", "tags", "categories", "topics", "genres", "classes", "emotions", "aspects", "keywords") + LABEL_NAMES
@@ -247,6 +247,9 @@ class MultiLabel:
         return "micro_f1", None
 
     # -- model ------------------------------------------------------------------------------
+    def load_preprocessor(self, source: str, model_cfg):
+        return load_tokenizer(source, model_cfg)
+
     def build_model(self, source: str, model_cfg):
         from transformers import AutoConfig, AutoModelForSequenceClassification
 

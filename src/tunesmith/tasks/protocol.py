@@ -58,7 +58,7 @@ class Task(Protocol):
     name: ClassVar[str]               # registry name, the value of --task and of run.json's "task"
     pipeline_task: ClassVar[str]      # transformers.pipeline(...) name that loads a run folder
     model_class: ClassVar[str]        # the transformers AutoModelFor... class that loads a run folder
-    peft_task_type: ClassVar[str]     # peft.TaskType the adapter methods use ("SEQ_CLS", "TOKEN_CLS", ...)
+    peft_task_type: ClassVar[str | None]  # peft.TaskType the adapter methods use ("SEQ_CLS", "TOKEN_CLS", ...); None: a plain PeftModel
     trains_output_head: ClassVar[bool]  # a new head on top of the base model, always trained (False for causal LM)
     metrics: ClassVar[tuple[Metric, ...]]  # the first is the default --metric; "loss" is lower-is-better
     tunes_on_validation: ClassVar[bool]  # a decision (a threshold) is tuned on the best weights' validation outputs
@@ -82,15 +82,23 @@ class Task(Protocol):
         """The selection metric for --metric auto, and why when it is not the first."""
 
     # -- model -------------------------------------------------------------------------------
+    def load_preprocessor(self, source: str, model_cfg):
+        """What turns the task's inputs into model inputs, from a base model or a run folder: a tokenizer for
+        text (AutoTokenizer), an image processor for images (AutoImageProcessor), a feature extractor for
+        audio. `encode` receives it; the run folder saves it beside the model (save_pretrained)."""
+
     def build_model(self, source: str, model_cfg) -> torch.nn.Module:
         """The task model from a base model (training) or from a saved run folder (loading)."""
 
     # -- tensors -----------------------------------------------------------------------------
-    def encode(self, tokenizer, table: pd.DataFrame, max_length: int):
-        """Features of a split: len(), `lengths` (tokens per example) and `labels` (None unlabeled)."""
+    def encode(self, preprocessor, table: pd.DataFrame, max_length: int):
+        """Features of a split: len(), `lengths` (the cost unit per example: tokens, 1 for an image) and
+        `labels` (None unlabeled). `preprocessor` is what load_preprocessor returned."""
 
     def collate(self, features, indices: list[int], pad_id: int) -> dict:
-        """Model inputs of these examples, plus 'labels' when the features have them."""
+        """Model inputs of these examples, plus 'labels' when the features have them. `pad_id` is
+        pad_id_of(preprocessor). Training steps collate with gradients enabled; evaluation and prediction
+        under torch.inference_mode (so a task can tell a training view, such as an augmented image, apart)."""
 
     def target_count(self, labels: torch.Tensor) -> int:
         """What a loss sum covers: examples, or tokens not marked -100."""
@@ -148,3 +156,9 @@ def metric_named(task, name: str) -> Metric:
             return metric
     names = [m.name for m in task.metrics]
     raise TunesmithError(f"--metric {name} is not a metric of the {task.name} task; choose one of {', '.join(names)}.{did_you_mean(name, names)}")
+
+
+def pad_id_of(preprocessor) -> int:
+    """The padding token id of a tokenizer; 0 for preprocessors that pad nothing (image processors) or have no pad token."""
+    pad = getattr(preprocessor, "pad_token_id", None)
+    return pad if pad is not None else 0

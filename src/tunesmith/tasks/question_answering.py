@@ -27,7 +27,7 @@ from . import register_task
 from .protocol import Metric, Splits
 from .qa_scoring import squad_scores
 from .qa_windows import NO_ANSWER, QAWindows, best_answers, encode_windows, tune_null_threshold
-from .text_classification import set_dropout
+from .text_classification import load_tokenizer, set_dropout
 
 N_BEST = 20  # starts and ends considered per window, as run_qa's --n_best_size
 DEFAULT_NULL_THRESHOLD = 0.0  # run_qa's null_score_diff_threshold, until validation tunes it
@@ -177,6 +177,9 @@ class QuestionAnswering:
         return "f1", None
 
     # -- model ------------------------------------------------------------------------------
+    def load_preprocessor(self, source: str, model_cfg):
+        return load_tokenizer(source, model_cfg)
+
     def build_model(self, source: str, model_cfg):
         from transformers import AutoConfig, AutoModelForQuestionAnswering
 

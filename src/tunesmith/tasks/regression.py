@@ -22,7 +22,7 @@ from ..data.columns import LABEL_NAMES, bad_rows, is_missing, names_matching
 from ..errors import TunesmithError
 from . import register_task
 from .protocol import Metric, Splits
-from .text_classification import PROBE_TEXTS, Features, collate_texts, encode_texts, set_dropout, texts_table
+from .text_classification import PROBE_TEXTS, Features, collate_texts, encode_texts, load_tokenizer, set_dropout, texts_table
 
 SCORE_NAMES = LABEL_NAMES + ("score", "scores", "value", "similarity", "relatedness")
 MIN_DISTINCT_SCORES = 20  # fewer distinct values are more likely classes (ratings 1-5), which text classification learns
@@ -166,6 +166,9 @@ class Regression:
         return "pearson", None
 
     # -- model ------------------------------------------------------------------------------
+    def load_preprocessor(self, source: str, model_cfg):
+        return load_tokenizer(source, model_cfg)
+
     def build_model(self, source: str, model_cfg):
         from transformers import AutoConfig, AutoModelForSequenceClassification
 

@@ -16,7 +16,8 @@ from . import register_task
 from .protocol import Metric, Splits
 
 DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
-                  "attention_dropout", "seq_classif_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+                  "attention_dropout", "seq_classif_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop",
+                  "classifier_dropout_prob")  # the last: ALBERT, and image models (MobileNetV2, ...)
 PROBE_TEXTS = ["a warm, funny and moving film", "the plot was dull and the acting flat", "an ordinary movie, neither good nor bad"]
 
 
@@ -49,6 +50,13 @@ def texts_table(inputs, pairs, text_column: str, pair_column: str | None) -> pd.
             raise TunesmithError(f"{len(texts)} texts but {len(seconds)} second texts; give one second text per text.")
         table["text_pair"] = [str(t) for t in seconds]
     return table
+
+
+def load_tokenizer(source: str, model_cfg):
+    """The text tasks' preprocessor: the model's tokenizer, loaded with the safety settings of its weights."""
+    from transformers import AutoTokenizer
+
+    return load_pretrained(AutoTokenizer, source, model_cfg)
 
 
 def set_dropout(config, dropout: float | None) -> None:
@@ -122,6 +130,9 @@ class TextClassification:
         return choose_metric(self.imbalance_ratio)
 
     # -- model ------------------------------------------------------------------------------
+    def load_preprocessor(self, source: str, model_cfg):
+        return load_tokenizer(source, model_cfg)
+
     def build_model(self, source: str, model_cfg):
         from transformers import AutoConfig, AutoModelForSequenceClassification
 

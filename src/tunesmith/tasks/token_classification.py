@@ -30,7 +30,7 @@ from . import register_task
 from .entities import (check_tag_lists, detect_scheme, entity_scores, entity_spans, entity_types, label_space, repair_note,
                        repair_tag_lists, spans_with_offsets)
 from .protocol import Metric, Splits
-from .text_classification import set_dropout
+from .text_classification import load_tokenizer, set_dropout
 
 IGNORE = -100  # the label of sub-tokens the loss and the scores skip
 PROBE_SENTENCES = [["John", "Smith", "flew", "to", "Paris", "on", "Monday"], ["the", "film", "was", "great"]]
@@ -188,6 +188,9 @@ class TokenClassification:
         return "f1", None
 
     # -- model ------------------------------------------------------------------------------
+    def load_preprocessor(self, source: str, model_cfg):
+        return load_tokenizer(source, model_cfg)
+
     def build_model(self, source: str, model_cfg):
         from transformers import AutoConfig, AutoModelForTokenClassification
 

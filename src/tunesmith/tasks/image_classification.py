@@ -1,0 +1,383 @@
+"""Image classification: one image -> one of N labels, on any transformers image classifier.
+
+The data is a folder of class folders or a table of paths and labels (data/images.py); the labels,
+the stratified validation split and the metrics are text classification's (data/prepare.py,
+metrics.py), and so are the prediction columns and records, which this task takes from a
+TextClassification over the same labels rather than writing them twice. The base model's head (an
+ImageNet one, usually) is replaced by a new one for the user's labels, with id2label set, so that
+`pipeline("image-classification", model=run_dir)` names the labels.
+
+Preprocessing follows the base model's image processor, read by AutoImageProcessor with Pillow's
+backend (never torchvision): `encode` decodes each file once into a cache at the processor's resize
+size, and `collate` cuts each batch's views from it: the processor's center crop for evaluation
+and prediction, a random resized crop and a flip for training (--augment).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..assets.resolve import load_pretrained
+from ..data import images as img
+from ..errors import TunesmithError
+from ..metrics import classification_metrics
+from . import register_task
+from .protocol import Splits
+from .text_classification import TextClassification, set_dropout
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".json", ".jsonl", ".ndjson", ".parquet", ".pq")
+
+
+@dataclass
+class ImageFeatures:
+    """Which cached image each example is (`entries` into `images`), its label id, a length of 1 (an image
+    is one unit of batching and throughput), and the augmentation its training steps get (--augment)."""
+
+    images: img.DecodedImages
+    entries: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray | None
+    augment: str = "none"
+    crop_min_scale: float = 0.08
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def without_augmentation(self) -> "ImageFeatures":
+        """The same examples as evaluation sees them (the frozen-layer cache computes each image once)."""
+        return self if self.augment == "none" else dataclasses.replace(self, augment="none")
+
+
+def probe_images() -> list:
+    """Three small synthetic pictures (a gradient, stripes, a disc) for export checks."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:48, 0:64]
+    gradient = np.stack([x * 4, y * 5, (x + y) * 2], -1)
+    stripes = np.stack([(x // 8 % 2) * 255, (y // 6 % 2) * 200, np.full_like(x, 90)], -1)
+    disc = np.where(((x - 32) ** 2 + (y - 24) ** 2 < 300)[..., None], [250, 40, 40], [20, 90, 200])
+    return [Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB") for a in (gradient, stripes, disc)]
+
+
+def image_rows(raw: pd.DataFrame, column: str, source) -> pd.DataFrame:
+    """Columns `file` (resolved path) and `path` (as a person reads it) of a raw table's rows."""
+    files, shown = img.resolve_image_paths(raw, column, source)
+    return pd.DataFrame({"file": files, "path": shown})
+
+
+def drop_bad_files(table: pd.DataFrame, role: str, skip: bool, notes: list[str]) -> pd.DataFrame:
+    """The rows whose files decode; the others are an error naming them, or (--skip-bad-files) a note."""
+    bad = img.undecodable(table["file"].tolist())
+    if not bad:
+        return table
+    named = [(table["path"].iloc[i], why) for i, why in bad]
+    if not skip:
+        raise TunesmithError(img.bad_files_message(named, len(table), role))
+    if len(bad) == len(table):
+        raise TunesmithError(f"None of the {len(table):,} {role} images decodes ({img.listed(p for p, _ in named)}); check that the files are images.")
+    notes.append(f"Skipped {len(bad):,} of {len(table):,} {role} images that cannot be decoded (--skip-bad-files): "
+                 f"{img.listed(p for p, _ in named)}.")
+    return table.drop(index=[i for i, _ in bad]).reset_index(drop=True)
+
+
+@register_task("image-classification")
+class ImageClassification:
+    pipeline_task = "image-classification"
+    model_class = "AutoModelForImageClassification"
+    peft_task_type = None  # PEFT has no image task type; its image-classification guide wraps the model in a plain PeftModel
+    trains_output_head = True
+    tunes_on_validation = False
+    metrics = TextClassification.metrics
+    predict_example = "photo.jpg"  # what the CLI's summary suggests to `tunesmith predict`
+
+    def __init__(self, label_names: list[str], image_column: str = "path", label_column: str = "label", imbalance_ratio: float = 1.0,
+                 augment: str = "none", crop_min_scale: float = 0.08):
+        self.label_names = list(label_names)
+        self.image_column, self.label_column = image_column, label_column
+        self.imbalance_ratio = imbalance_ratio  # of the training labels; known only while training
+        self.augment, self.crop_min_scale = augment, crop_min_scale  # training views; a loaded run only predicts
+        self.classes = TextClassification(self.label_names, imbalance_ratio=imbalance_ratio)  # decoding and prediction columns
+        self.cache: img.DecodedImages | None = None  # the training job's decoded images, shared by its encodes (refit too)
+        self.keeps_decoded = False  # set by prepare: a prediction-only task decodes per call and keeps nothing
+
+    # -- identity and data ------------------------------------------------------------------
+    @classmethod
+    def detect(cls, raw: pd.DataFrame, data_cfg) -> str | None:
+        if raw.attrs.get("image_folder"):
+            return "a folder of class folders holding images"
+        if data_cfg.text_column:  # --text-column names a text: not an image table
+            return None
+        column = img.image_column_of(raw)
+        return f"column '{column}' holds image file names" if column is not None else None
+
+    @classmethod
+    def prepare(cls, raw: pd.DataFrame, sources: dict, cfg, seed: int) -> tuple["ImageClassification", Splits]:
+        from ..data.columns import clean_labels, match_training_spellings, merge_label_spellings, sort_label_names, spelling_note
+        from ..data.prepare import LabeledData, sample_per_label, split_off_validation, to_label_ids
+        from ..data.sources import read_data_file
+
+        data_cfg, task_cfg, source = cfg.data, cfg.task, sources["train"]
+        folder = raw.attrs.get("image_folder")
+        notes = list(raw.attrs.get("notes", []))
+        column = img.find_image_column(raw, source, task_cfg.image_column)
+        label_column = label_column_of(raw, source, data_cfg.label_column, None, column)
+
+        def read_split(frame: pd.DataFrame, path) -> pd.DataFrame:
+            if frame is not raw:
+                notes.extend(frame.attrs.get("notes", []))
+            own_column = img.find_image_column(frame, path, task_cfg.image_column, trained=column)
+            own_label = label_column_of(frame, path, data_cfg.label_column, label_column, own_column)
+            table = image_rows(frame, own_column, path)
+            table["label"] = clean_labels(frame, own_label, path, data_cfg.keep_label_spelling).to_numpy()
+            return table
+
+        train = read_split(raw, source)
+        if not data_cfg.keep_label_spelling:
+            train["label"], merged = merge_label_spellings(train["label"])
+            if merged:
+                notes.append(spelling_note(merged))
+        if data_cfg.max_train_examples and len(train) > data_cfg.max_train_examples:
+            rows = len(train)
+            train = sample_per_label(train, data_cfg.max_train_examples, seed, source)
+            notes.append(f"Sampled {len(train):,} of {rows:,} training images, per label.")
+        train = drop_bad_files(train, "training", task_cfg.skip_bad_files, notes)  # after sampling: only the images that will train
+        names = sort_label_names(train["label"].unique())
+        if len(names) < 2:
+            where = f"The image folder '{folder}' has images of a single class" if folder else f"Column '{label_column}' of '{source}' has a single label"
+            raise TunesmithError(f"{where} ('{names[0]}'); a classifier needs examples of at least two classes.")
+
+        others = {}
+        for role in ("validation", "test"):
+            if sources.get(role):
+                table = read_split(read_data_file(sources[role], data_cfg.encoding, role=role), sources[role])
+                if not data_cfg.keep_label_spelling:
+                    table["label"] = match_training_spellings(table["label"], names)
+                others[role] = drop_bad_files(table, role, task_cfg.skip_bad_files, notes)
+        validation, test = others.get("validation"), others.get("test")
+        if validation is None and data_cfg.val_fraction != 0:
+            train, validation, split_notes = split_off_validation(train, data_cfg.val_fraction, seed)
+            notes += split_notes
+        to_label_ids(train, validation, test, names, sources)
+        data = LabeledData(train, validation, test, names, column, label_column)
+        task = cls(names, column, label_column, data.imbalance_ratio, task_cfg.augment, task_cfg.crop_min_scale)
+        task.keeps_decoded = True
+        if task_cfg.augment != "none":
+            notes.append(f"Training images are augmented ({task_cfg.augment}: {augment_words(task_cfg)}); --augment none to turn it off.")
+        described = f"class folders of '{folder}'" if folder else f"image column '{column}', label column '{label_column}'"
+        return task, Splits(train, validation, test, {k: v for k, v in sources.items() if v}, notes,
+                            validation_from_split=validation is not None and not sources.get("validation"),
+                            summary=data.describe().replace(" examples,", " images,"), columns=described)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "ImageClassification":
+        return cls(record["label_names"], record.get("image_column", "path"), record.get("label_column", "label"))
+
+    def record(self) -> dict:
+        return {"label_names": self.label_names, "image_column": self.image_column, "label_column": self.label_column}
+
+    def default_metric(self, splits: Splits) -> tuple[str, str | None]:
+        return self.classes.default_metric(splits)
+
+    # -- model ------------------------------------------------------------------------------
+    def load_preprocessor(self, source: str, model_cfg):
+        """The model's image processor with Pillow's backend (transformers would pick torchvision's where installed)."""
+        from transformers import AutoConfig, AutoImageProcessor
+
+        try:
+            return AutoImageProcessor.from_pretrained(source, backend="pil", trust_remote_code=bool(getattr(model_cfg, "trust_remote_code", False)))
+        except (OSError, ValueError, KeyError) as exc:
+            if model_cfg is not None:  # a text model's folder has no image processor either: say what it is
+                require_image_model(load_pretrained(AutoConfig, source, model_cfg), model_cfg.model)
+            text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise TunesmithError(f"Could not load the image processor of '{source}' ({text}); an image model's folder needs its "
+                                 f"preprocessor_config.json (save the processor with save_pretrained beside the model).") from None
+
+    def build_model(self, source: str, model_cfg):
+        from transformers import AutoConfig, AutoModelForImageClassification
+
+        config = load_pretrained(AutoConfig, source, model_cfg, num_labels=len(self.label_names),
+                                 id2label=dict(enumerate(self.label_names)), label2id={n: i for i, n in enumerate(self.label_names)})
+        require_image_model(config, model_cfg.model)
+        set_dropout(config, model_cfg.dropout)
+        config.problem_type = "single_label_classification"
+        # the base model's head (ImageNet's 1,000 classes) gives way to a new one of the user's labels
+        return load_pretrained(AutoModelForImageClassification, source, model_cfg, config=config, ignore_mismatched_sizes=True)
+
+    # -- tensors and loss -------------------------------------------------------------------
+    def encode(self, processor, table: pd.DataFrame, max_length: int) -> ImageFeatures:
+        """Decode the table's images (each file once per training job) at the processor's resize size."""
+        steps = img.steps_from_processor(processor)
+        if self.keeps_decoded and self.cache is not None and self.cache.steps == steps:
+            cache = self.cache
+        else:
+            cache = img.DecodedImages(steps)
+            check_steps(processor, steps)
+            if self.keeps_decoded:
+                self.cache = cache
+        entries = cache.add_all(table["file"].tolist(), table["path"].tolist() if "path" in table else None)
+        labels = table["label"].to_numpy(dtype=np.int64) if "label" in table else None
+        return ImageFeatures(cache, entries, np.ones(len(table), dtype=np.int64), labels, self.augment, self.crop_min_scale)
+
+    def collate(self, features: ImageFeatures, indices: list[int], pad_id: int) -> dict:
+        """pixel_values of these examples. fit() collates a training step with gradients enabled; validation and
+        prediction collate under torch.inference_mode (train/infer.py), so they get the processor's own view."""
+        steps = features.images.steps
+        arrays = [features.images[int(features.entries[i])] for i in indices]
+        if torch.is_grad_enabled() and features.augment != "none":
+            views = [img.augmented_view(a, steps, features.augment, features.crop_min_scale) for a in arrays]
+        else:
+            views = [img.eval_view(a, steps) for a in arrays]
+        batch = {"pixel_values": img.pixel_values(views, steps)}
+        if features.labels is not None:
+            batch["labels"] = torch.as_tensor(features.labels[indices])
+        return batch
+
+    def target_count(self, labels: torch.Tensor) -> int:
+        return len(labels)
+
+    def loss(self, output, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Summed (not averaged) cross-entropy: the loop divides by the examples in the optimizer step."""
+        return F.cross_entropy(output.logits.float(), labels, reduction="sum"), len(labels)
+
+    def outputs(self, output, batch: dict) -> torch.Tensor:
+        return output.logits.float()
+
+    # -- scoring and predictions ------------------------------------------------------------
+    def score(self, outputs: np.ndarray, features, loss: float | None = None) -> dict:
+        return classification_metrics(features.labels, outputs.argmax(-1), self.label_names, loss)
+
+    def tune(self, outputs, features) -> dict:
+        return {}
+
+    def use_tuned(self, tuned: dict) -> None:
+        pass
+
+    def warnings(self, scores: dict, split: str) -> list[str]:
+        return self.classes.warnings(scores, split)
+
+    def summary_lines(self, scores: dict, split: str) -> list[str]:
+        return self.classes.summary_lines(scores, split)
+
+    def predictions_table(self, outputs: np.ndarray, table: pd.DataFrame, with_inputs: bool = True) -> pd.DataFrame:
+        predicted = self.classes.predictions_table(outputs, table, with_inputs=False)
+        if not with_inputs:
+            return predicted
+        inputs = pd.DataFrame({"path": table["path"].to_numpy()})
+        if "label" in table:
+            inputs["label"] = [self.label_names[i] for i in table["label"]]
+        return pd.concat([inputs, predicted], axis=1)
+
+    def predict_records(self, outputs: np.ndarray, table: pd.DataFrame) -> list[dict]:
+        """As text classification's, with each image's `path` (None for an image given in memory)."""
+        records = self.classes.predict_records(outputs, table)
+        return [dict(record, path=path if isinstance(path, str) else None) for record, path in zip(records, table["path"])]  # pandas reads None as NaN
+
+    def describe_prediction(self, record: dict) -> str:
+        return self.classes.describe_prediction(record)
+
+    def inputs_table(self, inputs, pairs=None) -> pd.DataFrame:
+        """Run.predict's inputs: image files, folders of them, tables of paths, PIL images or uint8 arrays."""
+        from PIL import Image
+
+        if pairs is not None:
+            raise TunesmithError("This run classifies images, one at a time; drop the second inputs (pairs).")
+        single = isinstance(inputs, (str, Path, Image.Image, np.ndarray))
+        files, shown = [], []
+        for item in [inputs] if single else list(inputs):
+            if isinstance(item, (Image.Image, np.ndarray)):
+                files.append(item)
+                shown.append(None)
+                continue
+            table, _ = self.read_inputs(item, None)
+            files += table["file"].tolist()
+            shown += table["path"].tolist()
+        return pd.DataFrame({"file": files, "path": shown})
+
+    def read_inputs(self, path, data_cfg, column: str | None = None, with_labels: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(file, path[, label] table; the raw rows) of an image, a folder of images (class folders give labels) or a table of paths."""
+        from ..data.columns import clean_labels, match_training_spellings
+        from ..data.prepare import to_label_ids
+        from ..data.sources import read_data_file
+
+        path = Path(path)
+        if not path.exists():
+            raise TunesmithError(f"'{path}' does not exist; give image files, a folder of images, or a CSV with a path column.")
+        if path.is_file() and not path.name.lower().endswith(TABLE_SUFFIXES):
+            if with_labels:
+                raise TunesmithError(f"'{path}' is one image with no label; give a folder of class folders or a CSV with path and label columns to score.")
+            raw = pd.DataFrame({"path": [path.name]})
+            return image_rows(raw, "path", path), raw
+        if path.is_dir() and not with_labels and not has_class_folders(path):
+            found = img.images_in(path)
+            raw = pd.DataFrame({"path": [f.relative_to(path).as_posix() for f in found]})
+            return image_rows(raw, "path", path), raw
+        raw = read_data_file(path, getattr(data_cfg, "encoding", None), role="input")
+        column = img.find_image_column(raw, path, column, trained=self.image_column)
+        table = image_rows(raw, column, path)
+        if with_labels:
+            label = label_column_of(raw, path, data_cfg.label_column, self.label_column, column)
+            names = clean_labels(raw, label, path, keep_spelling=data_cfg.keep_label_spelling)
+            table["label"] = names.to_numpy() if data_cfg.keep_label_spelling else match_training_spellings(names, self.label_names).to_numpy()
+            to_label_ids(None, None, table, self.label_names, {"test": str(path)})
+        return table, raw
+
+    def probe_table(self) -> pd.DataFrame:
+        return pd.DataFrame({"file": probe_images(), "path": [None] * 3})
+
+
+def label_column_of(frame: pd.DataFrame, path, given: str | None, trained: str | None, image_column: str) -> str:
+    """The label column of a split: a class-folder table's `label`, else --label-column, else the training
+    file's label column name (case aside), else inferred as text classification infers it."""
+    from ..data.columns import choose_label_column, require_column
+
+    if frame.attrs.get("image_folder"):
+        return "label"
+    if given:
+        return require_column(frame, given, path, "--label-column")
+    by_lower = {str(c).strip().lower(): c for c in frame.columns}
+    if trained and str(trained).strip().lower() in by_lower:
+        return by_lower[str(trained).strip().lower()]
+    return choose_label_column(frame, path, [image_column]).column
+
+
+def has_class_folders(folder: Path) -> bool:
+    return any(d.is_dir() and not img.is_hidden(d.name) and any(img.is_image_name(f.name) for f in d.iterdir()) for d in folder.iterdir())
+
+
+def augment_words(task_cfg) -> str:
+    if task_cfg.augment == "flip":
+        return "a horizontal flip half the time"
+    return f"a random resized crop of {task_cfg.crop_min_scale:g}-1 of the area, then a horizontal flip half the time"
+
+
+def check_steps(processor, steps: img.ImageSteps) -> None:
+    """Our reading of the processor must give its own pixel values (on a small odd-sized picture), or the
+    fine-tuned model would see other inputs than `pipeline(...)` gives it; a processor whose rules we do
+    not reproduce is refused in one sentence instead."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:45, 0:70]
+    picture = Image.fromarray(np.stack([x * 3, y * 5, (x * y) % 256], -1).astype(np.uint8), "RGB")
+    ours = img.pixel_values([img.eval_view(img.resized(picture, steps), steps)], steps)
+    theirs = torch.as_tensor(np.asarray(processor(images=picture, return_tensors="np")["pixel_values"]), dtype=torch.float32)
+    if ours.shape != theirs.shape or float((ours - theirs).abs().max()) > 1e-3:
+        raise TunesmithError(f"tunesmith does not reproduce the preprocessing of this model's {type(processor).__name__} (its pixel values "
+                             f"differ from ours on a test picture); use a model with a standard image processor (resize, center crop, normalise).")
+
+
+def require_image_model(config, name: str) -> None:
+    """A base model transformers builds an image classifier from (its own classes, or a model's code through
+    auto_map with --trust-remote-code), or one sentence saying what it is instead."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    if config.model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES or "AutoModelForImageClassification" in (getattr(config, "auto_map", None) or {}):
+        return
+    raise TunesmithError(f"The base model '{name}' (model type '{config.model_type}') is not one transformers builds an image classifier from; "
+                         f"pass --model with an image model (mobilenet-v2, see `tunesmith models`; a local image-classification folder; or a hub "
+                         f"name such as google/vit-base-patch16-224).")
