@@ -167,6 +167,9 @@ def compare(base: RunConfig, methods: list[str], method_options: dict[str, dict]
         result.lr = cfg.train.lr
         comparison.results.append(result)
     comparison.metric = chosen_metric(comparison)
+    if base.model.model == "auto":  # the runs chose the task's default: name it in the table and plot
+        chosen = (read_record(r.run_dir) for r in comparison.results if r.status != "failed")
+        base.model.model = next((record["base_model"] for record in chosen if record and record.get("base_model")), base.model.model)
     rows = table_rows(comparison)
     write_csv(rows, out / "comparison.csv")
     write_markdown(rows, base, method_options or {}, out / "comparison.md")

@@ -69,7 +69,8 @@ class TaskConfig:
 
 @dataclass
 class ModelConfig:
-    model: str = option("minilm-l6", "base model: an embedded name (see `tunesmith models`), a local Hugging Face folder or a hub name")
+    model: str = option("auto", "base model: an embedded name (see `tunesmith models`), a local Hugging Face folder or a hub name; "
+                                "auto: the task's embedded default (minilm-l6 for text, mobilenet-v2 for images)")
     max_length: int = option(128, "longest input in tokens; longer texts are truncated", min=8, max=8192)
     dropout: float | None = option(None, "dropout inside the model and head (default: the base model's own)", min=0.0, max=0.9)
     trust_remote_code: bool = option(False, "allow a hub model to run its own Python code (only for models you trust)")

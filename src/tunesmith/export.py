@@ -43,9 +43,8 @@ def merge_adapter(model, probe_batch: dict):
 
 def export_run(run_dir, out, merge: bool = False) -> dict:
     """Write the run's model to `out`; returns {'out', 'form'}, form being 'plain', 'peft' or 'bottleneck'."""
-    from transformers import AutoTokenizer
-
     from .tasks import get_task
+    from .tasks.protocol import pad_id_of
 
     run_dir, out = Path(run_dir), Path(out)
     record = finished_record(run_dir)
@@ -57,13 +56,13 @@ def export_run(run_dir, out, merge: bool = False) -> dict:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TunesmithError(f"--out '{out}' already exists and is not empty; choose a new folder to export to.")
     cfg = RunConfig.from_yaml(run_dir / "config.yaml")
-    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    preprocessor = task.load_preprocessor(str(run_dir), cfg.model)  # tokenizer, image processor, ...
     model = load_run_model(run_dir, task, record, cfg).eval()
     if merge and kind == "peft":
-        features = task.encode(tokenizer, task.probe_table(), cfg.model.max_length)
-        probe = task.collate(features, list(range(len(features))), tokenizer.pad_token_id or 0)
+        features = task.encode(preprocessor, task.probe_table(), cfg.model.max_length)
+        probe = task.collate(features, list(range(len(features))), pad_id_of(preprocessor))
         probe.pop("labels", None)
         model, kind = merge_adapter(model, probe), "plain"
     with atomic_folder(out) as tmp:
-        save_run_model(model, tokenizer, tmp, final=out)
+        save_run_model(model, preprocessor, tmp, final=out)
     return {"out": out, "form": kind}

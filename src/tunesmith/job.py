@@ -204,6 +204,9 @@ def prepare_task_data(cfg: RunConfig, console):
     if cfg.task.task == "auto":
         cfg.task.task = task.name  # config.yaml records what ran
         console.print(f"Task: {task.name} ({why}); --task to choose another.")
+    if cfg.model.model == "auto":
+        cfg.model.model = task.default_model
+        console.print(f"Base model: {task.default_model}, the embedded default for {task.name}; --model to choose another.")
     console.print(f"Data: {data.summary}; {data.columns}.")
     for note in data.notes:
         console.print(f"Note: {note}")

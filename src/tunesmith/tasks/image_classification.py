@@ -89,6 +89,7 @@ def drop_bad_files(table: pd.DataFrame, role: str, skip: bool, notes: list[str])
 @register_task("image-classification")
 class ImageClassification:
     pipeline_task = "image-classification"
+    default_model = "mobilenet-v2"
     model_class = "AutoModelForImageClassification"
     peft_task_type = None  # PEFT has no image task type; its image-classification guide wraps the model in a plain PeftModel
     trains_output_head = True

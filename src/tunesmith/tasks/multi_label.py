@@ -178,6 +178,7 @@ def has_text_column(raw: pd.DataFrame, data_cfg, label) -> bool:
 @register_task("multi-label")
 class MultiLabel:
     pipeline_task = "text-classification"  # with top_k=None: sigmoid scores of every label (problem_type multi_label_classification)
+    default_model = "minilm-l6"
     model_class = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
     trains_output_head = True

@@ -57,6 +57,7 @@ class Task(Protocol):
     # -- identity ----------------------------------------------------------------------------
     name: ClassVar[str]               # registry name, the value of --task and of run.json's "task"
     pipeline_task: ClassVar[str]      # transformers.pipeline(...) name that loads a run folder
+    default_model: ClassVar[str]      # the embedded base model --model auto picks (tunesmith models)
     model_class: ClassVar[str]        # the transformers AutoModelFor... class that loads a run folder
     peft_task_type: ClassVar[str | None]  # peft.TaskType the adapter methods use ("SEQ_CLS", "TOKEN_CLS", ...); None: a plain PeftModel
     trains_output_head: ClassVar[bool]  # a new head on top of the base model, always trained (False for causal LM)

@@ -89,6 +89,7 @@ def window_probabilities(logits: np.ndarray, offsets: list, cls: int) -> tuple[f
 @register_task("question-answering")
 class QuestionAnswering:
     pipeline_task = "question-answering"
+    default_model = "minilm-l6"
     model_class = "AutoModelForQuestionAnswering"
     peft_task_type = "QUESTION_ANS"
     trains_output_head = True

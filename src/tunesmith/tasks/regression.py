@@ -106,6 +106,7 @@ def correlation(kind: str, predicted: np.ndarray, labels: np.ndarray) -> float:
 @register_task("regression")
 class Regression:
     pipeline_task = "text-classification"  # with function_to_apply='none' (the default for problem_type regression)
+    default_model = "minilm-l6"
     model_class = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
     trains_output_head = True

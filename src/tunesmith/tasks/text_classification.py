@@ -89,6 +89,7 @@ def collate_texts(features: Features, indices: list[int], pad_id: int) -> dict:
 @register_task("text-classification")
 class TextClassification:
     pipeline_task = "text-classification"
+    default_model = "minilm-l6"
     model_class = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
     trains_output_head = True

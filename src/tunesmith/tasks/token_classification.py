@@ -90,6 +90,7 @@ def first_subtokens(word_ids: list[int | None]) -> dict[int, int]:
 @register_task("token-classification")
 class TokenClassification:
     pipeline_task = "token-classification"
+    default_model = "minilm-l6"
     model_class = "AutoModelForTokenClassification"
     peft_task_type = "TOKEN_CLS"
     trains_output_head = True
@@ -167,7 +168,7 @@ class TokenClassification:
                 longest = max(len(full["input_ids"][i]) for i in long_rows)
                 notes.append(f"{len(long_rows):,} {role} sentence{'s are' if len(long_rows) > 1 else ' is'} longer than --max-length "
                              f"{model_cfg.max_length} sub-tokens (the longest has {longest:,}) and {'were' if len(long_rows) > 1 else 'was'} "
-                             f"truncated: {lost:,} words cut off, which the model never sees and which are predicted O (an entity among them "
+                             f"truncated: {lost:,} word{'s' * (lost != 1)} cut off, which the model never sees and which are predicted O (an entity among them "
                              f"counts as missed); raise --max-length to keep them.")
             empty = sum(len(tokens) - len(first_subtokens(full.word_ids(i))) for i, tokens in enumerate(table["tokens"]) if i not in set(long_rows))
             if empty:
