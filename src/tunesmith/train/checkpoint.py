@@ -30,13 +30,25 @@ CHECKPOINT_PREFIX = "step-"
 BEST_WEIGHTS = "best.safetensors"
 
 
+# buffers that training changes: BatchNorm's running statistics (conv nets), which a resumed run or the
+# best weights must get back with the parameters
+TRAINED_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def trained_buffers(model: torch.nn.Module):
+    return ((name, b) for name, b in model.named_buffers() if name.rpartition(".")[2] in TRAINED_BUFFERS)
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights a checkpoint must hold: those that train (all of them for full fine-tuning)."""
-    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    """The weights a checkpoint must hold: those that train (all of them for full fine-tuning), and the
+    running statistics of normalisation layers."""
+    state = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    state.update((name, b.detach().cpu().contiguous()) for name, b in trained_buffers(model))
+    return state
 
 
 def load_trainable_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters()) | dict(trained_buffers(model))
     missing = [n for n in tensors if n not in params]
     if missing:
         raise RuntimeError(f"checkpoint holds weights the model lacks: {missing[:3]}")
