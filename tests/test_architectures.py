@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers as T
 
-from tunesmith.architectures import (ARCHITECTURES, architecture_of, frozen_prefix_length, known_model_types,
+from tunesmith.architectures import (ARCHITECTURES, architecture_of, frozen_prefix_length, known_model_types, lora_targets,
                                      parameter_groups, set_trainable)
 from tunesmith.config import MethodConfig
 from tunesmith.errors import TunesmithError
@@ -38,7 +38,7 @@ def tiny_llama(cls):
 
 
 def tiny_mobilenet(cls):
-    return cls(T.MobileNetV2Config(depth_multiplier=0.35, image_size=32, num_labels=3))
+    return cls(T.MobileNetV2Config(depth_multiplier=0.35, image_size=32, num_labels=3, tf_padding=False))  # plain, as the embedded one
 
 
 def small_efficientnet_lite():
@@ -115,7 +115,7 @@ def test_lora_default_targets_exist_in_the_layers(family, build):
     import re
 
     model = build()
-    targets = architecture_of(model).lora
+    targets = lora_targets(architecture_of(model), model)
     names = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv1d))]
     if isinstance(targets, str):
         hit = [n for n in names if re.fullmatch(targets, n)]
@@ -181,3 +181,9 @@ def test_a_parameter_the_description_misses_makes_the_groups_incomplete():
     with pytest.raises(TunesmithError, match=r"bert description matches none for 1 of them \(bert.extra_scale\)"):
         groups.require_layers("--method freeze")
     set_trainable(groups.head, True)  # methods that need only the head still work
+
+
+def test_lora_refuses_a_tensorflow_padded_mobilenet_in_one_sentence():
+    model = T.MobileNetV2ForImageClassification(T.MobileNetV2Config(depth_multiplier=0.35, image_size=32, num_labels=3))
+    with pytest.raises(TunesmithError, match="pads the TensorFlow way"):
+        adapt_model(model, MethodConfig(method="lora"))

@@ -299,3 +299,24 @@ def test_top_of_a_conv_net_or_audio_encoder_on_cached_states_gives_the_real_logi
     # every block cached: the pooled vector the classifier reads (MobileNetV2); a row per encoder position (Whisper)
     assert cache.offsets[1] == (10 if kind == "whisper" else 1)
     assert [n for n, _ in top.named_parameters()] == [n for n, _ in model.named_parameters()]
+
+
+@pytest.mark.parametrize("method,kept", [("lora", True), ("head", True), ("full", False)])
+def test_frozen_batchnorm_layers_keep_their_running_statistics(method, kept):
+    """An adapter does not save BatchNorm statistics, so BatchNorm layers with frozen weights must not update
+    them in training (the reloaded run would see others); layers that train update them as usual."""
+    import transformers as tf
+
+    from tunesmith.config import MethodConfig
+    from tunesmith.methods import adapt_model
+
+    torch.manual_seed(0)
+    config = tf.MobileNetV2Config(depth_multiplier=0.35, image_size=32, num_labels=3, tf_padding=False)
+    model, groups = adapt_model(tf.MobileNetV2ForImageClassification(config), MethodConfig(method=method))
+    before = {n: b.clone() for n, b in model.named_buffers() if n.endswith("running_mean")}
+    model.register_forward_pre_hook(FrozenPrefixInEvalMode(model, groups))
+    model.train()
+    model(pixel_values=torch.randn(4, 3, 32, 32) * 3 + 1)
+    after = dict(model.named_buffers())
+    unchanged = [torch.equal(before[n], after[n]) for n in before]
+    assert len(unchanged) > 30 and all(unchanged) == kept and (kept or not any(unchanged))

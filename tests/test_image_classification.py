@@ -32,7 +32,7 @@ def build_tiny_image_model(folder: Path) -> Path:
     """A MobileNetV2 of a third the width on 32x32 inputs, with a 10-class head (the 'ImageNet' head the task replaces)."""
     from transformers import MobileNetV2Config, MobileNetV2ForImageClassification, MobileNetV2ImageProcessorPil
 
-    config = MobileNetV2Config(image_size=32, depth_multiplier=0.35, finegrained_output=False, classifier_dropout_prob=0.1,
+    config = MobileNetV2Config(image_size=32, depth_multiplier=0.35, finegrained_output=False, classifier_dropout_prob=0.1, tf_padding=False,
                                num_labels=10, id2label={i: f"imagenet-{i}" for i in range(10)})
     torch.manual_seed(0)
     MobileNetV2ForImageClassification(config).save_pretrained(folder, safe_serialization=True)
@@ -308,6 +308,32 @@ def test_bitfit_trains_the_biases_and_the_new_head_only(tmp_path, photos, tiny_i
     assert sum(not torch.equal(base[k], tuned[k]) for k in biases) > len(biases) // 2  # trained
     assert tuned["classifier.weight"].shape == (3, base["classifier.weight"].shape[1])  # the new 3-label head
     assert run.metrics["parameters"]["trainable"] < 0.1 * run.metrics["parameters"]["total"]
+
+
+def test_lora_on_a_conv_net_reloads_and_loads_in_pipeline_as_it_predicted(tmp_path, photos, cli_run):
+    """LoRA on the pointwise convs of a trained backbone (the full run, 3 labels) for 2 of its classes: the
+    frozen BatchNorm layers keep the backbone's running statistics (the adapter does not save them), so the
+    reloaded run predicts as the run itself did; base/ leaves out the backbone's own 3-label head, so
+    pipeline(...) loads the adapter folder with the new 2-label one."""
+    import pandas as pd
+    from transformers import pipeline
+
+    import shutil
+
+    split = {}
+    for role in ("train", "test"):
+        split[role] = tmp_path / role
+        for label in ("red", "blue"):
+            shutil.copytree(photos[role] / label, split[role] / label)
+    run = tunesmith.finetune(split["train"], out=str(tmp_path / "lora"), test=str(split["test"]), model=str(cli_run),
+                             method="lora", **dict(OPTIONS, epochs=4))
+    assert run.metrics["test"]["accuracy"] >= 0.9
+    in_run = pd.read_csv(tmp_path / "lora" / "test_predictions.csv")
+    assert set(in_run["prediction"]) == {"red", "blue"}
+    reloaded = tunesmith.load(tmp_path / "lora", precision="fp32").predict(list(in_run["path"]))
+    assert [p["label"] for p in reloaded] == list(in_run["prediction"])
+    answers = pipeline("image-classification", model=str(tmp_path / "lora"))(list(in_run["path"]), top_k=1)
+    assert [a[0]["label"] for a in answers] == list(in_run["prediction"])
 
 
 def test_an_interrupted_augmented_run_resumes_to_the_same_weights(tmp_path, photos, tiny_image_model):

@@ -33,7 +33,9 @@ class Architecture:
     embeddings: str                  # the input stage; patterns match at a name boundary (".{pattern}" or the start)
     layers: tuple[str, ...]          # input to output; a pattern with a (\d+) group gives one group per index
     head: str                        # the task head and what trains with it
-    lora: tuple[str, ...] | str = ()  # LoRA/DoRA targets as PEFT takes them: names a module name ends with, or one full-name regex
+    # LoRA/DoRA targets as PEFT takes them: names a module name ends with, or one full-name regex; or a
+    # function of the model that returns them (or refuses the model in one sentence)
+    lora: tuple[str, ...] | str | Callable = ()
     ia3: str | None = None           # IA3: the keys, values and feed-forward projections it rescales (full-name regex) ...
     ia3_feedforward: str | None = None  # ... of which these are scaled on their input
     attention_output: str | None = None  # bottleneck adapters sit after the attention output (Houlsby) ...
@@ -65,6 +67,12 @@ def model_type_of(model) -> str:
 def architecture_of(model) -> Architecture | None:
     model_type = model_type_of(model)
     return next((a for a in ARCHITECTURES.values() if model_type in a.model_types), None)
+
+
+def lora_targets(architecture: Architecture, model):
+    """The architecture's default LoRA targets for this model (a list of names or one regex), or None."""
+    targets = architecture.lora(model) if callable(architecture.lora) else architecture.lora
+    return list(targets) if isinstance(targets, tuple) else targets or None
 
 
 def frozen_split(model):

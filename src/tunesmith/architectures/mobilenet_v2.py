@@ -6,8 +6,19 @@ pair of 1x1 convs beside each); the depthwise 3x3 convolutions are grouped and t
 """
 from __future__ import annotations
 
+from ..errors import TunesmithError
 from . import Architecture, register_architecture
 from .conv_stages import conv_stages_split
+
+POINTWISE = r"mobilenet_v2\.(layer\.\d+\.(expand_1x1|reduce_1x1)|conv_1x1)\.convolution"  # the blocks, not the stem
+
+
+def lora_targets(model):
+    if getattr(model.config, "tf_padding", False):  # transformers reads each wrapped conv's stride for the padding
+        raise TunesmithError("--method lora cannot adapt this MobileNetV2: it pads the TensorFlow way (config tf_padding), which "
+                             "reads each convolution's stride, and PEFT's LoRA convolutions have none; use --method full, freeze, "
+                             "head or bitfit, or the embedded mobilenet-v2, which pads plainly.")
+    return POINTWISE
 
 
 def split(model):
@@ -19,6 +30,6 @@ register_architecture(Architecture(
     embeddings=r"mobilenet_v2\.conv_stem\.",
     layers=(r"mobilenet_v2\.layer\.(\d+)\.", r"mobilenet_v2\.conv_1x1\."),
     head=r"classifier\.",
-    lora=r"mobilenet_v2\.(layer\.\d+\.(expand_1x1|reduce_1x1)|conv_1x1)\.convolution",  # the blocks, not the stem
+    lora=lora_targets,
     split=split,
 ))

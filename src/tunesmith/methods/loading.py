@@ -68,6 +68,12 @@ def save_task_base(model, folder: Path, final: Path) -> bool:
     model.get_base_model().config.save_pretrained(base)
     for weights in source.iterdir():
         if weights.name.endswith((".safetensors", ".safetensors.index.json")):
+            other_head = mismatched_tensors(weights, model) if weights.suffix == ".safetensors" else set()
+            if other_head:  # an ImageNet backbone's 1000-class head: the loaders would refuse its shape
+                from safetensors.torch import load_file, save_file
+
+                save_file({k: v for k, v in load_file(weights).items() if k not in other_head}, str(base / weights.name))
+                continue
             try:
                 os.symlink(weights.resolve(), base / weights.name)
             except OSError:
@@ -77,6 +83,20 @@ def save_task_base(model, folder: Path, final: Path) -> bool:
     config["base_model_name_or_path"] = str(final.resolve() / TASK_BASE)
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     return True
+
+
+def mismatched_tensors(weights: Path, model) -> set[str]:
+    """Tensors of a base weights file whose shape differs from the task model's: the base model's own
+    output head where the task put a new one (PEFT keeps the task's head under the base name too)."""
+    from safetensors import safe_open
+
+    expected = {}
+    for name, tensor in model.get_base_model().state_dict().items():
+        for wrapper in (".original_module", ".modules_to_save.default"):
+            name = name.replace(wrapper, "")
+        expected[name] = tuple(tensor.shape)
+    with safe_open(str(weights), "pt") as f:
+        return {k for k in f.keys() if k in expected and tuple(f.get_slice(k).get_shape()) != expected[k]}
 
 
 def local_model_folder(name: str) -> Path | None:

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 from . import register_method
 from .peft_adapters import wrap_with_peft
-from ..architectures import architecture_of, user_targets
+from ..architectures import architecture_of, lora_targets, user_targets
 
 
 def lora_options(model, cfg) -> dict:
     """LoraConfig arguments shared by LoRA and DoRA: rank, alpha (default 2 x rank), dropout, targets."""
     architecture = architecture_of(model)
-    default = architecture.lora if architecture else None  # a tuple of names, or one regex (PEFT takes both)
-    targets = user_targets(cfg.target_modules) or (list(default) if isinstance(default, tuple) else default) or None
+    targets = user_targets(cfg.target_modules) or (lora_targets(architecture, model) if architecture else None)
     alpha = cfg.lora_alpha if cfg.lora_alpha is not None else 2 * cfg.lora_rank
     return {"r": cfg.lora_rank, "lora_alpha": alpha, "lora_dropout": cfg.lora_dropout, "target_modules": targets}
 

@@ -49,11 +49,14 @@ def owning_module(model: nn.Module, params) -> nn.Module | None:
 
 
 class FrozenPrefixInEvalMode:
-    """Forward pre-hook: the frozen prefix runs in eval mode, every other group in the model's mode."""
+    """Forward pre-hook: the frozen prefix runs in eval mode, every other group in the model's mode; and a
+    BatchNorm layer whose weights are all frozen keeps its running statistics (LoRA and the other adapters
+    freeze them in every block: updating them would change the base model, which an adapter does not save)."""
 
     def __init__(self, real_model: nn.Module, groups):
         self.groups = groups
         self.modules = [owning_module(real_model, params) for _, params in groups.ordered()[:-1]]
+        self.norms = [m for m in real_model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     def __call__(self, model: nn.Module, args) -> None:
         frozen = frozen_prefix_length(self.groups)
@@ -61,6 +64,9 @@ class FrozenPrefixInEvalMode:
             wanted = model.training and depth >= frozen
             if module is not None and module.training != wanted:
                 module.train(wanted)
+        for norm in self.norms:
+            if model.training and norm.training and not any(p.requires_grad for p in norm.parameters()):
+                norm.eval()
 
 
 # -- the cache --------------------------------------------------------------------------------
