@@ -165,3 +165,12 @@ def test_freeze_word_embeddings_keeps_them_and_trains_the_rest(tmp_path, reviews
     assert torch.equal(tuned[words], base[words.removeprefix("bert.")])
     assert not torch.equal(tuned[positions], base[positions.removeprefix("bert.")])  # the rest of the embeddings trains
     assert result.metrics["parameters"]["trainable"] == result.metrics["parameters"]["total"] - tuned[words].numel()
+
+
+def test_conv_nets_report_throughput_without_a_flop_count():
+    """A convolution's FLOPs depend on its feature maps, which weights do not tell: no utilisation is claimed."""
+    import transformers as tf
+
+    conv = tf.MobileNetV2ForImageClassification(tf.MobileNetV2Config(depth_multiplier=0.35, image_size=32, num_labels=3))
+    assert not perf.counts_every_flop(conv)
+    assert perf.throughput(1000, 2.0, None, 1e11) == {"tokens_per_second": 500.0, "flop_utilisation": None}

@@ -25,7 +25,8 @@ from .data.sources import read_data_file, resolve_sources
 from .errors import TunesmithError
 from .methods import adapt_model, get_method, resolve_learning_rate
 from .architectures import count_parameters
-from .perf import compute_dtype, freeze_word_embeddings, measure_matmul_rate, throughput, training_flops_per_token
+from .perf import (compute_dtype, counts_every_flop, freeze_word_embeddings, measure_matmul_rate, throughput,
+                   training_flops_per_token)
 from .report.plots import plot_curves
 from .rundir import default_run_dir, hold_run_lock, prepare_run_dir, read_record, write_record
 from .tasks import choose_task, metric_named
@@ -155,7 +156,7 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     metrics["tuned"] = tuned
     metrics["curves"] = {"losses": selection["losses"], "history": selection["history"], "refit_losses": state.losses if refit else None}
     # model FLOPs per token (cached frozen layers ran once, not per step) over the matmul rate of the precision used
-    flops = training_flops_per_token(model, groups, frozen_forward=not inputs.cached)["total"]
+    flops = training_flops_per_token(model, groups, frozen_forward=not inputs.cached)["total"] if counts_every_flop(model) else None
     rate = measure_matmul_rate(device.type, compute_dtype(precision))
     metrics["train"].update(throughput(tokens, train_seconds, flops, rate))
     # gradual unfreezing trains more weights by the end than at the start

@@ -83,9 +83,18 @@ def training_flops_per_token(model: nn.Module, groups=None, frozen_forward: bool
             "total": 2.0 * (forward + path + trainable)}
 
 
-def throughput(tokens: int, seconds: float, flops_per_token: float, matmul_rate: float) -> dict:
-    """tokens/s, achieved model FLOP/s and its fraction of the measured matmul rate."""
+def counts_every_flop(model: nn.Module) -> bool:
+    """Whether the weight-based count covers the model's work: a convolution's FLOPs depend on the size of its
+    feature maps, which its weights do not tell, so conv nets (images, Whisper's audio stem aside) are not counted."""
+    return not any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def throughput(tokens: int, seconds: float, flops_per_token: float | None, matmul_rate: float) -> dict:
+    """tokens/s, achieved model FLOP/s and its fraction of the measured matmul rate (tokens/s alone when
+    flops_per_token is None: a model whose FLOPs the count does not cover)."""
     seconds = max(seconds, 1e-9)
+    if flops_per_token is None:
+        return {"tokens_per_second": round(tokens / seconds, 1), "flop_utilisation": None}
     achieved = tokens * flops_per_token / seconds
     def significant(x: float) -> float:
         return float(f"{x:.4g}")
