@@ -174,9 +174,9 @@ def test_a_bundled_dataset_of_a_task_not_yet_trainable_is_refused_in_one_sentenc
     from tunesmith.assets import registry
     from tunesmith.cli import main
 
-    images = dataclasses.replace(registry.DATASETS["wnut16"], name="photos", task="image classification", task_name="image-classification")
+    images = dataclasses.replace(registry.DATASETS["wnut16"], name="photos", task="speech to text", task_name="speech-to-text")
     monkeypatch.setitem(registry.DATASETS, "photos", images)
     assert main(["train", "photos", "--out", str(tmp_path / "unused")]) == 2
     assert not (tmp_path / "unused").exists()
     err = capsys.readouterr().err
-    assert "needs the image-classification task" in err and "tunesmith datasets" in err and err.count("\n") == 1
+    assert "needs the speech-to-text task" in err and "tunesmith datasets" in err and err.count("\n") == 1

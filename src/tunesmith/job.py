@@ -201,13 +201,14 @@ def prepare_task_data(cfg: RunConfig, console):
     task_cls, why = choose_task(cfg.task.task, raw, cfg.data)
     if cfg.train.metric != "auto":
         metric_named(task_cls, cfg.train.metric)  # a wrong --metric is refused before the data is prepared
+    if cfg.model.model == "auto":  # before prepare, which may check the base model fits the task
+        cfg.model.model = task_cls.default_model
+        console.print(f"Base model: {task_cls.default_model}, the embedded default for {task_cls.name}; --model to choose another.")
     task, data = task_cls.prepare(raw, sources, cfg, cfg.train.seed)
     if cfg.task.task == "auto":
         cfg.task.task = task.name  # config.yaml records what ran
         console.print(f"Task: {task.name} ({why}); --task to choose another.")
-    if cfg.model.model == "auto":
-        cfg.model.model = task.default_model
-        console.print(f"Base model: {task.default_model}, the embedded default for {task.name}; --model to choose another.")
+
     console.print(f"Data: {data.summary}; {data.columns}.")
     for note in data.notes:
         console.print(f"Note: {note}")
