@@ -121,7 +121,7 @@ class Run:
         if self._model is None:
             from .methods.loading import load_run_model
 
-            self._tokenizer = self.task.load_preprocessor(str(self.path), self.config.model)  # the tokenizer or image processor saved with the model
+            self._tokenizer = self.task.load_preprocessor(str(self.path), self.config.model)  # the tokenizer, image processor or feature extractor saved with the model
             self._model = load_run_model(self.path, self.task, self.record, self.config).to(self.device).eval()
             # prediction runs in the precision training would pick on this machine (the same cached measurement)
             self._precision, _ = choose_precision(self.precision_setting or self.config.train.precision, self.device, self._model)
@@ -131,7 +131,8 @@ class Run:
     def predict(self, inputs, pairs=None) -> list[dict]:
         """One prediction per input, in the task's form: [{'label': 'fresh', 'score': 0.97, 'scores': {...}}, ...]
         for text classification (`pairs`: the second text of each pair); an image run takes image files, folders of
-        them, PIL images or uint8 arrays (a folder gives one prediction per image, each with its `path`)."""
+        them, PIL images or uint8 arrays, an audio run audio files, folders of them, {'array', 'sampling_rate'} dicts
+        or arrays at the model's rate (a folder gives one prediction per file, each with its `path`)."""
         table = self.task.inputs_table(inputs, pairs)
         return self.task.predict_records(self._outputs(table)[0], table)
 

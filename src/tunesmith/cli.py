@@ -152,9 +152,9 @@ def cmd_predict(args) -> int:
             result.to_csv(sys.stdout, index=False)
         return 0
     if not args.texts:
-        raise TunesmithError("Nothing to predict: give texts (image files or folders, for an image run) after the run folder, or --file FILE.")
+        raise TunesmithError("Nothing to predict: give texts (image or audio files or folders of them, for an image or audio run) after the run folder, or --file FILE.")
     predictions = run.predict(args.texts, args.pair)
-    # an image run names the file of each prediction (a folder gives one per image); a text run's inputs are the texts
+    # an image or audio run names the file of each prediction (a folder gives one per file); a text run's inputs are the texts
     key = "path" if predictions and "path" in predictions[0] else "text"
     inputs = [pred.pop("path") for pred in predictions] if key == "path" else args.texts
     for text, pred in zip(inputs, predictions):
@@ -189,7 +189,7 @@ def cmd_export(args) -> int:
             "peft": f"the PEFT adapter, with base/ (the task's config and links to the base weights); load it with pipeline('{run.task.pipeline_task}'), "
                     f"transformers' {run.task.model_class} or peft's AutoPeft{run.task.model_class[4:]}, or export with --merge for a plain model",
             "bottleneck": "the bottleneck adapter (bottleneck_adapter.json + .safetensors on top of the base model; tunesmith loads it)"}
-    print(f"Wrote the tokenizer and {done[result['form']]}: {result['out']}")
+    print(f"Wrote the preprocessor (tokenizer, image processor or feature extractor) and {done[result['form']]}: {result['out']}")
     return 0
 
 
@@ -257,12 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = parser.commands[name] = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=fn)
         if name == "train":
-            p.add_argument("data", nargs="?", help="training file (CSV/TSV/JSON/JSONL/Parquet), folder of class folders of images, or bundled dataset name")
+            p.add_argument("data", nargs="?", help="training file (CSV/TSV/JSON/JSONL/Parquet), folder of class folders of images or audio clips, or bundled dataset name")
             p.add_argument("--config", help="YAML config (a run folder's config.yaml re-runs it); flags override it")
             p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
             add_config_flags(p)
         elif name == "compare":
-            p.add_argument("data", nargs="?", help="training file (CSV/TSV/JSON/JSONL/Parquet), folder of class folders of images, or bundled dataset name")
+            p.add_argument("data", nargs="?", help="training file (CSV/TSV/JSON/JSONL/Parquet), folder of class folders of images or audio clips, or bundled dataset name")
             p.add_argument("--methods", help="methods to compare, separated by commas (default: all; see `tunesmith methods`)")
             p.add_argument("--method-options", help="options for single methods, e.g. lora:lr=5e-4,head:lr=1e-3")
             p.add_argument("--config", help="YAML config with the options every method shares; flags override it")
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif name in ("predict", "eval"):
             p.add_argument("run", help="run folder written by `tunesmith train`")
             if name == "predict":
-                p.add_argument("texts", nargs="*", help="texts to label (an image run: image files, or folders of them)")
+                p.add_argument("texts", nargs="*", help="texts to label (an image or audio run: image or audio files, or folders of them)")
                 p.add_argument("--file", help="label every row of this file instead")
                 p.add_argument("--out", help="write the file's predictions to this CSV")
                 p.add_argument("--pair", action="append", metavar="TEXT",
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument("--context", action="append", dest="pair", metavar="TEXT",
                                help="question answering: the passage each question is answered from, once per question")
             else:
-                p.add_argument("file", help="labeled file (columns found as training found them), or a folder of class folders for an image run")
+                p.add_argument("file", help="labeled file (columns found as training found them), or a folder of class folders for an image or audio run")
                 p.add_argument("--label-column", help="label column of the file (default: the training one, else inferred as training does)")
             p.add_argument("--text-column", help="text column of the file, or FIRST,SECOND for a pair (default: the training one, else inferred)")
             p.add_argument("--json", action="store_true", help="print JSON")

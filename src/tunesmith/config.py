@@ -25,7 +25,7 @@ def option(default, help: str, *, choices=None, min=None, max=None, cli: bool = 
 
 @dataclass
 class DataConfig:
-    data: str | None = option(None, "training data: a CSV/TSV/JSON/JSONL/Parquet file, a folder of class folders of images, or a bundled "
+    data: str | None = option(None, "training data: a CSV/TSV/JSON/JSONL/Parquet file, a folder of class folders of images or audio clips, or a bundled "
                                     "dataset name (see `tunesmith datasets`)", cli=False)
     text_column: str | None = option(None, "column holding the text (inferred when not given)")
     text_pair_column: str | None = option(None, "second text column for sentence-pair tasks (optional)")
@@ -46,7 +46,7 @@ class TaskConfig:
     """The task, and (later) options only some tasks have, each named after its task."""
 
     task: str = option("auto", "what to learn: auto (inferred from the data, printed), or a task name (text-classification, regression, "
-                               "multi-label, token-classification, question-answering, image-classification)")
+                               "multi-label, token-classification, question-answering, image-classification, audio-classification)")
     label_separator: str | None = option(None, "multi-label: the character between labels in a label cell (default: detected among ; | ,)")
     entity_mode: str = option("default", "token-classification: how entity spans are read from tags, as seqeval does: 'default' (conlleval: "
                                          "a stray I- starts an entity) or 'strict' (only well-formed BIO/IOBES spans count)",
@@ -63,14 +63,20 @@ class TaskConfig:
     crop_min_scale: float = option(0.08, "image-classification: smallest share of an image's area a random resized crop keeps "
                                          "(torchvision's and the Hugging Face example's 0.08; raise it for small objects or tiny images)",
                                    min=0.01, max=1.0)
-    skip_bad_files: bool = option(False, "image-classification: leave out files that cannot be decoded (counted in the output) instead "
-                                         "of refusing the data")
+    skip_bad_files: bool = option(False, "image- and audio-classification: leave out files that cannot be decoded (counted in the output) "
+                                         "instead of refusing the data")
+    audio_column: str | None = option(None, "audio-classification: column of a CSV/JSONL holding the clip paths, relative to the file's "
+                                            "folder (default: inferred: path, audio, file, ... or the column of audio file names)")
+    max_seconds: float | None = option(None, "audio-classification: the window of a clip the model sees, in seconds: longer clips are cropped "
+                                             "(a random stretch in training, their start at evaluation and prediction), shorter ones padded "
+                                             "(default: chosen from the training clips, whole seconds holding 95% of them; Whisper takes whole "
+                                             "seconds up to 30)", min=0.1, max=600.0)
 
 
 @dataclass
 class ModelConfig:
     model: str = option("auto", "base model: an embedded name (see `tunesmith models`), a local Hugging Face folder or a hub name; "
-                                "auto: the task's embedded default (minilm-l6 for text, mobilenet-v2 for images)")
+                                "auto: the task's embedded default (minilm-l6 for text, mobilenet-v2 for images, whisper-tiny-en for audio)")
     max_length: int = option(128, "longest input in tokens; longer texts are truncated", min=8, max=8192)
     dropout: float | None = option(None, "dropout inside the model and head (default: the base model's own)", min=0.0, max=0.9)
     trust_remote_code: bool = option(False, "allow a hub model to run its own Python code (only for models you trust)")

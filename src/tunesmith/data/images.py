@@ -7,7 +7,9 @@ Two layouts name the images of a split:
     images.csv (or .jsonl)          a column of paths (relative to the table's folder) and a label column
 
 Both become a raw table with a path column and a label column (`folder_table` for a folder), so
-the image task reads either the same way. Paths never leave the data folder (data/paths.py).
+the image task reads either the same way. Finding and checking the files is what images share with
+audio clips (data/media_files.py, with IMAGE_FILES describing images); paths never leave the data
+folder (data/paths.py).
 
 Preprocessing follows the backbone's own image processor (its size, crop, mean, std and resampling),
 done here with Pillow, numpy and torch: `DecodedImages` decodes every file once into a uint8 array
@@ -17,8 +19,6 @@ batch are cut from those arrays, so epochs after the first never decode a file a
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,158 +27,47 @@ import pandas as pd
 import torch
 
 from ..errors import TunesmithError
-from .columns import names_matching, require_column
+from . import media_files
+from .media_files import DecodedFiles, MediaKind, is_hidden, listed  # noqa: F401  (is_hidden, listed: the image task uses them)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff")
 SUFFIX_LIST = "JPEG, PNG, WebP, BMP, GIF or TIFF"
 # column names that hold image paths, best first (the name alone is not enough: the cells must be image files too)
 PATH_NAMES = ("path", "image", "image_path", "file", "filename", "file_name", "filepath", "file_path", "img", "image_file",
               "picture", "photo")
-IMAGE_COLUMN_SHARE = 0.9  # of a column's cells that must be image file names for an unnamed column to count
-SHOWN = 3  # bad files or rows named in one sentence; the rest are counted
-
-
-def is_hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"  # macOS zip archives add __MACOSX/ with ._ copies of every file
+IMAGE_FILES = MediaKind("image", "images", "<image>", IMAGE_SUFFIXES, SUFFIX_LIST, PATH_NAMES, "--image-column")
 
 
 def is_image_name(name) -> bool:
-    return isinstance(name, str) and name.strip().lower().endswith(IMAGE_SUFFIXES)
-
-
-def listed(items, shown: int = SHOWN) -> str:
-    """'a', 'b', 'c' and 4 more."""
-    items = list(items)
-    text = ", ".join(f"'{item}'" for item in items[:shown])
-    return text + (f" and {len(items) - shown} more" if len(items) > shown else "")
+    return IMAGE_FILES.is_file_name(name)
 
 
 # -- finding the images of a split ----------------------------------------------------------------
 
 def folder_table(folder, min_classes: int = 2) -> pd.DataFrame:
-    """A folder of class sub-folders as a raw table: `path` (relative to the folder) and `label` (the
-    sub-folder's name). attrs['image_folder'] marks the layout; attrs['notes'] says what was skipped."""
-    folder = Path(folder)
-    classes = sorted(d for d in folder.iterdir() if d.is_dir() and not is_hidden(d.name))
-    rows, empty, others = [], [], 0
-    for class_dir in classes:
-        files = sorted(f for f in class_dir.iterdir() if f.is_file() and not is_hidden(f.name))
-        images = [f for f in files if is_image_name(f.name)]
-        others += len(files) - len(images)
-        if not images:
-            empty.append(class_dir)
-        rows += [(f"{class_dir.name}/{f.name}", class_dir.name) for f in images]
-    loose = [f.name for f in folder.iterdir() if f.is_file() and not is_hidden(f.name) and is_image_name(f.name)]
-    if not rows:
-        found = f"{len(loose)} images but no class sub-folders" if loose else "no images in class sub-folders"
-        raise TunesmithError(f"'{folder}' is a folder with {found}; for image classification put each class's images in a sub-folder "
-                             f"named after the class ('{folder}/<class>/<image>', {SUFFIX_LIST} files), or give a CSV with path and label "
-                             f"columns; for text, give a data file (CSV, TSV, JSON, JSONL or Parquet).")
-    if empty:
-        nested = any(d.is_dir() for d in empty[0].iterdir())
-        why = " (images in deeper folders do not count: the classes are the first level of sub-folders)" if nested else ""
-        raise TunesmithError(f"The class folder{'s' if len(empty) > 1 else ''} {listed(str(d) for d in empty)} of '{folder}' "
-                             f"hold{'' if len(empty) > 1 else 's'} no {SUFFIX_LIST} images{why}; add images or remove "
-                             f"{'those folders' if len(empty) > 1 else 'that folder'}.")
-    labels = sorted({label for _, label in rows})
-    if len(labels) < min_classes:
-        raise TunesmithError(f"The image folder '{folder}' has a single class folder ('{labels[0]}'); a classifier needs at least two: "
-                             f"add a sub-folder of images for each other class.")
-    table = pd.DataFrame(rows, columns=["path", "label"])
-    table.attrs["image_folder"] = str(folder)
-    notes = []
-    if others:
-        notes.append(f"Skipped {others:,} file{'s' if others != 1 else ''} in the class folders of '{folder}' without an image suffix "
-                     f"(only {SUFFIX_LIST} files are read).")
-    if loose:
-        notes.append(f"Skipped {len(loose):,} images directly in '{folder}', outside any class folder ({listed(loose)}).")
-    table.attrs["notes"] = notes
-    return table
+    """A folder of class sub-folders of images as a raw table: `path` (relative to the folder) and `label`
+    (the sub-folder's name). attrs['image_folder'] marks the layout; attrs['notes'] says what was skipped."""
+    return media_files.folder_table(folder, (IMAGE_FILES,), min_classes)
 
 
 def images_in(folder) -> list[Path]:
     """The images of a folder to predict on: those in it and in its (class) sub-folders, sorted."""
-    folder = Path(folder)
-    found = [f for f in folder.iterdir() if f.is_file() and not is_hidden(f.name) and is_image_name(f.name)]
-    for sub in (d for d in folder.iterdir() if d.is_dir() and not is_hidden(d.name)):
-        found += [f for f in sub.iterdir() if f.is_file() and not is_hidden(f.name) and is_image_name(f.name)]
-    if not found:
-        raise TunesmithError(f"The folder '{folder}' holds no {SUFFIX_LIST} images (nor do its sub-folders); give image files, "
-                             f"a folder of them, or a CSV with a path column.")
-    return sorted(found)
-
-
-def image_share(values: pd.Series) -> float:
-    """The share of a column's cells (the first 2,000) that are image file names."""
-    head = values.head(2000)
-    return float(head.map(is_image_name).mean()) if len(head) else 0.0
+    return media_files.files_in(folder, IMAGE_FILES)
 
 
 def image_column_of(raw: pd.DataFrame) -> str | None:
     """The column of image paths, by name (path, image, file, ...) or by its cells, or None."""
-    for column in names_matching(raw, PATH_NAMES):
-        if image_share(raw[column]) >= 0.5:
-            return column
-    shares = {column: image_share(raw[column]) for column in raw.columns}
-    best = max(shares, key=shares.get, default=None)
-    return best if best is not None and shares[best] >= IMAGE_COLUMN_SHARE else None
+    return media_files.path_column_of(raw, IMAGE_FILES)
 
 
 def find_image_column(raw: pd.DataFrame, source, given: str | None = None, trained: str | None = None) -> str:
     """--image-column, else the training run's column name (predict/eval), else inferred."""
-    if given:
-        return require_column(raw, given, source, "--image-column")
-    by_lower = {str(c).strip().lower(): c for c in raw.columns}
-    if trained and str(trained).strip().lower() in by_lower:
-        return by_lower[str(trained).strip().lower()]
-    column = image_column_of(raw)
-    if column is None:
-        raise TunesmithError(f"Could not tell which column of '{source}' holds the image paths (columns: {', '.join(map(str, raw.columns))}); "
-                             f"name it with --image-column (its cells must be {SUFFIX_LIST} file names).")
-    return column
-
-
-def data_folder(source) -> Path:
-    """The folder a split's paths are relative to: the image folder itself, or the table's folder."""
-    source = Path(source)
-    return source if source.is_dir() else source.parent
-
-
-def row_name(source, i: int) -> str:
-    """How a message names row i of a file: its line in a CSV/TSV (after the header), else its row."""
-    suffixes = [s.lower() for s in Path(source).suffixes]
-    return f"line {i + 2}" if any(s in (".csv", ".tsv", ".tab") for s in suffixes) else f"row {i + 1}"
+    return media_files.find_path_column(raw, source, IMAGE_FILES, given, trained)
 
 
 def resolve_image_paths(raw: pd.DataFrame, column: str, source) -> tuple[list[str], list[str]]:
-    """(resolved file of each row, the path as a person reads it: relative to where the command ran).
-
-    A cell that is empty, leaves the data folder or names no file is one sentence naming the rows."""
-    from .columns import is_missing
-    from .paths import safe_member_path
-
-    base, shown_base = data_folder(source), Path(source) if Path(source).is_dir() else Path(source).parent
-    where = "the image folder" if Path(source).is_dir() else f"'{source}'"
-    cells = raw[column]
-    empty = [i for i, cell in enumerate(cells) if is_missing(cell) or not isinstance(cell, str)]
-    if empty:
-        raise TunesmithError(f"Column '{column}' of {where} has no image path on {', '.join(row_name(source, i) for i in empty[:SHOWN])}"
-                             f"{f' and {len(empty) - SHOWN} more rows' if len(empty) > SHOWN else ''}; give every row a file path or remove those rows.")
-    files, shown, missing = [], [], []
-    for i, cell in enumerate(cells):
-        named = f"The image folder '{source}'" if Path(source).is_dir() else f"{row_name(source, i).capitalize()} of {where}"
-        path = safe_member_path(base, cell, where=named)
-        if not path.is_file():
-            missing.append((i, cell))
-        files.append(str(path))
-        shown.append(cell.strip() if os.path.isabs(cell.strip()) else os.path.normpath(shown_base / cell.strip()))
-    if missing:
-        named = ", ".join(f"{row_name(source, i)} ('{cell}')" for i, cell in missing[:SHOWN])
-        more = f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else ""
-        raise TunesmithError(f"{len(missing):,} of {len(cells):,} image paths in {where} name no file: {named}{more}; paths are relative to "
-                             f"'{base}', so fix them or remove those rows.")
-    return files, shown
-
+    """(resolved file of each row, the path as a person reads it); a bad cell is one sentence naming the rows."""
+    return media_files.resolve_paths(raw, column, source, IMAGE_FILES)
 
 # -- decoding -----------------------------------------------------------------------------------
 
@@ -254,12 +143,8 @@ def undecodable(files: list[str]) -> list[tuple[int, str]]:
 
 
 def bad_files_message(bad: list[tuple[str, str]], total: int, role: str, can_skip: bool = True) -> str:
-    """One sentence naming the first few files that do not decode (and why), the count, and the fix."""
-    shown = ", ".join(f"'{path}' ({why})" for path, why in bad[:SHOWN])
-    more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
-    skip = ", or pass --skip-bad-files to leave them out" if can_skip else ""
-    return f"{len(bad):,} of {total:,} {role} images cannot be decoded: {shown}{more}; fix or remove them{skip}."
-
+    """One sentence naming the first few images that do not decode (and why), the count, and the fix."""
+    return media_files.bad_files_message(bad, total, role, IMAGE_FILES, can_skip)
 
 # -- the backbone's preprocessing ---------------------------------------------------------------
 
@@ -412,75 +297,13 @@ def pixel_values(views: list[np.ndarray], steps: ImageSteps) -> torch.Tensor:
         values = (values - mean) / std
     return values.contiguous()
 
-
 # -- the decode cache -----------------------------------------------------------------------------
 
-def memory_limit_bytes() -> int:
-    """Decoded images up to an eighth of the machine's memory stay in RAM; the rest go to a temporary file."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8
-    except (ValueError, OSError, AttributeError):
-        return 2 << 30
-
-
-class DecodedImages:
+class DecodedImages(DecodedFiles):
     """Every image decoded once (decode_image), resized as the processor resizes, kept as uint8 by its
-    resolved path: in memory, then, past `limit_bytes`, appended to an unlinked temporary file read back
-    through np.memmap. Images given in memory (PIL, arrays) are stored but not looked up again."""
+    resolved path (media_files.DecodedFiles: in memory, then in an unlinked temporary file)."""
 
     def __init__(self, steps: ImageSteps, limit_bytes: int | None = None):
-        self.steps, self.limit = steps, memory_limit_bytes() if limit_bytes is None else limit_bytes
-        self.by_path: dict[str, int] = {}
-        self.in_memory: list[np.ndarray | None] = []
-        self.on_disk: dict[int, tuple[int, tuple]] = {}  # entry -> (offset, shape) in the file
-        self.memory_bytes = self.file_bytes = 0
-        self.file = self.mapped = None
-
-    def __len__(self) -> int:
-        return len(self.in_memory)
-
-    def add_all(self, sources: list, shown: list[str] | None = None) -> np.ndarray:
-        """The entry of each source (a path, or an in-memory image), decoding those not seen before;
-        files that do not decode are one error naming them."""
-        entries, bad = [], []
-        for i, source in enumerate(sources):
-            key = source if isinstance(source, str) else None
-            if key is not None and key in self.by_path:
-                entries.append(self.by_path[key])
-                continue
-            try:
-                array = resized(decode_image(source), self.steps)
-            except Exception as exc:  # noqa: BLE001  (as in undecodable)
-                bad.append(((shown or sources)[i], decode_problem(exc)))
-                continue
-            entries.append(self.store(array))
-            if key is not None:
-                self.by_path[key] = entries[-1]
-        if bad:
-            raise TunesmithError(bad_files_message(bad, len(sources), "input", can_skip=False))
-        return np.asarray(entries, dtype=np.int64)
-
-    def store(self, array: np.ndarray) -> int:
-        entry = len(self.in_memory)
-        if self.memory_bytes + array.nbytes <= self.limit:
-            self.in_memory.append(array)
-            self.memory_bytes += array.nbytes
-            return entry
-        if self.file is None:
-            self.file = tempfile.TemporaryFile(prefix="tunesmith-images-")  # unlinked: the OS frees it however the process ends
-        self.file.seek(self.file_bytes)
-        self.file.write(np.ascontiguousarray(array).tobytes())
-        self.on_disk[entry] = (self.file_bytes, array.shape)
-        self.file_bytes += array.nbytes
-        self.in_memory.append(None)
-        return entry
-
-    def __getitem__(self, entry: int) -> np.ndarray:
-        array = self.in_memory[entry]
-        if array is not None:
-            return array
-        offset, shape = self.on_disk[entry]
-        if self.mapped is None or len(self.mapped) < self.file_bytes:
-            self.file.flush()
-            self.mapped = np.memmap(self.file, dtype=np.uint8, mode="r", shape=(self.file_bytes,))
-        return np.asarray(self.mapped[offset:offset + math.prod(shape)]).reshape(shape)
+        # decode_image is looked up at each call, so a test can count the decodes
+        super().__init__(lambda source: resized(decode_image(source), steps), decode_problem, IMAGE_FILES, limit_bytes)
+        self.steps = steps

@@ -44,20 +44,23 @@ def resolve_sources(data_cfg) -> dict[str, str | None]:
 def read_data_file(path, encoding: str | None = None, role: str = "data") -> pd.DataFrame:
     """The raw rows of a data file (a table of cells; list cells where the format has them).
 
-    A folder of class sub-folders of images becomes one row per image (`path` relative to the folder,
-    `label` the class folder; data/images.py); token-per-line tagged files (CoNLL, WNUT) one row per
+    A folder of class sub-folders of images or audio clips becomes one row per file (`path` relative to the
+    folder, `label` the class folder; data/media_files.py); token-per-line tagged files (CoNLL, WNUT) one row per
     sentence with `tokens` and `tags` lists; SQuAD JSON files one row per question (id, question,
     context, answers; checked against the context later, by the task); every other file is read as a
-    table (CSV, TSV, JSON, JSONL, Parquet). A table of image paths (a bundled image dataset's CSV among
-    them) is a table like any other: its paths are relative to its folder, which the image task resolves.
+    table (CSV, TSV, JSON, JSONL, Parquet). A table of image or clip paths (a bundled dataset's CSV among
+    them) is a table like any other: its paths are relative to its folder, which the image or audio task resolves.
     """
     from .conll import looks_like_conll, read_conll
     from .squad import looks_like_squad, squad_rows
 
     if Path(path).is_dir() and Path(path).suffix.lower() not in FORMATS:  # a folder named like a file (x.csv/) is a mistake read_table names
-        from .images import folder_table
+        from .audio import AUDIO_FILES
+        from .images import IMAGE_FILES
+        from .media_files import folder_table
 
-        return folder_table(path, min_classes=2 if role == "training" else 1)  # scoring on a folder of one class is fine
+        # images or clips, whichever the class folders hold; scoring on a folder of one class is fine
+        return folder_table(path, (IMAGE_FILES, AUDIO_FILES), min_classes=2 if role == "training" else 1)
     if looks_like_conll(path):
         return read_conll(path, encoding)
     if looks_like_squad(path):

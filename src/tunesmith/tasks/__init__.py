@@ -43,6 +43,7 @@ def choose_task(setting: str, raw, data_cfg) -> tuple[type, str]:
 
 FALLBACK = "text-classification"  # detects any table (text and label columns are checked in prepare), so asked last
 
-# each import registers its task; --task auto asks them in this order, text classification last (image
-# classification first: a folder of class folders, or a column of image file names, is nothing else's data)
-from . import image_classification, token_classification, question_answering, multi_label, regression, text_classification  # noqa: E402,F401
+# each import registers its task; --task auto asks them in this order, text classification last (image and
+# audio classification first: a folder of class folders, or a column of image or audio file names, is nothing else's data)
+from . import (image_classification, audio_classification, token_classification, question_answering, multi_label,  # noqa: E402,F401
+               regression, text_classification)

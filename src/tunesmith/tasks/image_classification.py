@@ -1,11 +1,12 @@
 """Image classification: one image -> one of N labels, on any transformers image classifier.
 
-The data is a folder of class folders or a table of paths and labels (data/images.py); the labels,
-the stratified validation split and the metrics are text classification's (data/prepare.py,
-metrics.py), and so are the prediction columns and records, which this task takes from a
-TextClassification over the same labels rather than writing them twice. The base model's head (an
-ImageNet one, usually) is replaced by a new one for the user's labels, with id2label set, so that
-`pipeline("image-classification", model=run_dir)` names the labels.
+The data is a folder of class folders or a table of paths and labels (data/images.py), read as audio
+classification reads its clips (tasks/file_classification.py); the labels, the stratified validation
+split and the metrics are text classification's (data/prepare.py, metrics.py), and so are the
+prediction columns and records, which this task takes from a TextClassification over the same
+labels rather than writing them twice. The base model's head (an ImageNet one, usually) is replaced
+by a new one for the user's labels, with id2label set, so that `pipeline("image-classification",
+model=run_dir)` names the labels.
 
 Preprocessing follows the base model's image processor, read by AutoImageProcessor with Pillow's
 backend (never torchvision): `encode` decodes each file once into a cache at the processor's resize
@@ -28,11 +29,9 @@ from ..data import images as img
 from ..errors import TunesmithError
 from ..metrics import classification_metrics
 from . import register_task
+from .file_classification import predictions_with_paths, prepare_labeled_files, read_file_inputs, records_with_paths
 from .protocol import Splits
 from .text_classification import TextClassification, set_dropout
-
-TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".json", ".jsonl", ".ndjson", ".parquet", ".pq")
-
 
 @dataclass
 class ImageFeatures:
@@ -63,27 +62,6 @@ def probe_images() -> list:
     stripes = np.stack([(x // 8 % 2) * 255, (y // 6 % 2) * 200, np.full_like(x, 90)], -1)
     disc = np.where(((x - 32) ** 2 + (y - 24) ** 2 < 300)[..., None], [250, 40, 40], [20, 90, 200])
     return [Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB") for a in (gradient, stripes, disc)]
-
-
-def image_rows(raw: pd.DataFrame, column: str, source) -> pd.DataFrame:
-    """Columns `file` (resolved path) and `path` (as a person reads it) of a raw table's rows."""
-    files, shown = img.resolve_image_paths(raw, column, source)
-    return pd.DataFrame({"file": files, "path": shown})
-
-
-def drop_bad_files(table: pd.DataFrame, role: str, skip: bool, notes: list[str]) -> pd.DataFrame:
-    """The rows whose files decode; the others are an error naming them, or (--skip-bad-files) a note."""
-    bad = img.undecodable(table["file"].tolist())
-    if not bad:
-        return table
-    named = [(table["path"].iloc[i], why) for i, why in bad]
-    if not skip:
-        raise TunesmithError(img.bad_files_message(named, len(table), role))
-    if len(bad) == len(table):
-        raise TunesmithError(f"None of the {len(table):,} {role} images decodes ({img.listed(p for p, _ in named)}); check that the files are images.")
-    notes.append(f"Skipped {len(bad):,} of {len(table):,} {role} images that cannot be decoded (--skip-bad-files): "
-                 f"{img.listed(p for p, _ in named)}.")
-    return table.drop(index=[i for i, _ in bad]).reset_index(drop=True)
 
 
 @register_task("image-classification")
@@ -119,61 +97,13 @@ class ImageClassification:
 
     @classmethod
     def prepare(cls, raw: pd.DataFrame, sources: dict, cfg, seed: int) -> tuple["ImageClassification", Splits]:
-        from ..data.columns import clean_labels, match_training_spellings, merge_label_spellings, sort_label_names, spelling_note
-        from ..data.prepare import LabeledData, sample_per_label, split_off_validation, to_label_ids
-        from ..data.sources import read_data_file
-
-        data_cfg, task_cfg, source = cfg.data, cfg.task, sources["train"]
-        folder = raw.attrs.get("image_folder")
-        notes = list(raw.attrs.get("notes", []))
-        column = img.find_image_column(raw, source, task_cfg.image_column)
-        label_column = label_column_of(raw, source, data_cfg.label_column, None, column)
-
-        def read_split(frame: pd.DataFrame, path) -> pd.DataFrame:
-            if frame is not raw:
-                notes.extend(frame.attrs.get("notes", []))
-            own_column = img.find_image_column(frame, path, task_cfg.image_column, trained=column)
-            own_label = label_column_of(frame, path, data_cfg.label_column, label_column, own_column)
-            table = image_rows(frame, own_column, path)
-            table["label"] = clean_labels(frame, own_label, path, data_cfg.keep_label_spelling).to_numpy()
-            return table
-
-        train = read_split(raw, source)
-        if not data_cfg.keep_label_spelling:
-            train["label"], merged = merge_label_spellings(train["label"])
-            if merged:
-                notes.append(spelling_note(merged))
-        if data_cfg.max_train_examples and len(train) > data_cfg.max_train_examples:
-            rows = len(train)
-            train = sample_per_label(train, data_cfg.max_train_examples, seed, source)
-            notes.append(f"Sampled {len(train):,} of {rows:,} training images, per label.")
-        train = drop_bad_files(train, "training", task_cfg.skip_bad_files, notes)  # after sampling: only the images that will train
-        names = sort_label_names(train["label"].unique())
-        if len(names) < 2:
-            where = f"The image folder '{folder}' has images of a single class" if folder else f"Column '{label_column}' of '{source}' has a single label"
-            raise TunesmithError(f"{where} ('{names[0]}'); a classifier needs examples of at least two classes.")
-
-        others = {}
-        for role in ("validation", "test"):
-            if sources.get(role):
-                table = read_split(read_data_file(sources[role], data_cfg.encoding, role=role), sources[role])
-                if not data_cfg.keep_label_spelling:
-                    table["label"] = match_training_spellings(table["label"], names)
-                others[role] = drop_bad_files(table, role, task_cfg.skip_bad_files, notes)
-        validation, test = others.get("validation"), others.get("test")
-        if validation is None and data_cfg.val_fraction != 0:
-            train, validation, split_notes = split_off_validation(train, data_cfg.val_fraction, seed)
-            notes += split_notes
-        to_label_ids(train, validation, test, names, sources)
-        data = LabeledData(train, validation, test, names, column, label_column)
-        task = cls(names, column, label_column, data.imbalance_ratio, task_cfg.augment, task_cfg.crop_min_scale)
+        task_cfg = cfg.task
+        data, splits = prepare_labeled_files(raw, sources, cfg, seed, img.IMAGE_FILES, task_cfg.image_column, img.undecodable)
+        task = cls(data.label_names, data.text_column, data.label_column, data.imbalance_ratio, task_cfg.augment, task_cfg.crop_min_scale)
         task.keeps_decoded = True
         if task_cfg.augment != "none":
-            notes.append(f"Training images are augmented ({task_cfg.augment}: {augment_words(task_cfg)}); --augment none to turn it off.")
-        described = f"class folders of '{folder}'" if folder else f"image column '{column}', label column '{label_column}'"
-        return task, Splits(train, validation, test, {k: v for k, v in sources.items() if v}, notes,
-                            validation_from_split=validation is not None and not sources.get("validation"),
-                            summary=data.describe().replace(" examples,", " images,"), columns=described)
+            splits.notes.append(f"Training images are augmented ({task_cfg.augment}: {augment_words(task_cfg)}); --augment none to turn it off.")
+        return task, splits
 
     @classmethod
     def from_record(cls, record: dict) -> "ImageClassification":
@@ -266,18 +196,11 @@ class ImageClassification:
         return self.classes.summary_lines(scores, split)
 
     def predictions_table(self, outputs: np.ndarray, table: pd.DataFrame, with_inputs: bool = True) -> pd.DataFrame:
-        predicted = self.classes.predictions_table(outputs, table, with_inputs=False)
-        if not with_inputs:
-            return predicted
-        inputs = pd.DataFrame({"path": table["path"].to_numpy()})
-        if "label" in table:
-            inputs["label"] = [self.label_names[i] for i in table["label"]]
-        return pd.concat([inputs, predicted], axis=1)
+        return predictions_with_paths(self.classes, outputs, table, self.label_names, with_inputs)
 
     def predict_records(self, outputs: np.ndarray, table: pd.DataFrame) -> list[dict]:
         """As text classification's, with each image's `path` (None for an image given in memory)."""
-        records = self.classes.predict_records(outputs, table)
-        return [dict(record, path=path if isinstance(path, str) else None) for record, path in zip(records, table["path"])]  # pandas reads None as NaN
+        return records_with_paths(self.classes, outputs, table)
 
     def describe_prediction(self, record: dict) -> str:
         return self.classes.describe_prediction(record)
@@ -302,53 +225,10 @@ class ImageClassification:
 
     def read_inputs(self, path, data_cfg, column: str | None = None, with_labels: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(file, path[, label] table; the raw rows) of an image, a folder of images (class folders give labels) or a table of paths."""
-        from ..data.columns import clean_labels, match_training_spellings
-        from ..data.prepare import to_label_ids
-        from ..data.sources import read_data_file
-
-        path = Path(path)
-        if not path.exists():
-            raise TunesmithError(f"'{path}' does not exist; give image files, a folder of images, or a CSV with a path column.")
-        if path.is_file() and not path.name.lower().endswith(TABLE_SUFFIXES):
-            if with_labels:
-                raise TunesmithError(f"'{path}' is one image with no label; give a folder of class folders or a CSV with path and label columns to score.")
-            raw = pd.DataFrame({"path": [path.name]})
-            return image_rows(raw, "path", path), raw
-        if path.is_dir() and not with_labels and not has_class_folders(path):
-            found = img.images_in(path)
-            raw = pd.DataFrame({"path": [f.relative_to(path).as_posix() for f in found]})
-            return image_rows(raw, "path", path), raw
-        raw = read_data_file(path, getattr(data_cfg, "encoding", None), role="input")
-        column = img.find_image_column(raw, path, column, trained=self.image_column)
-        table = image_rows(raw, column, path)
-        if with_labels:
-            label = label_column_of(raw, path, data_cfg.label_column, self.label_column, column)
-            names = clean_labels(raw, label, path, keep_spelling=data_cfg.keep_label_spelling)
-            table["label"] = names.to_numpy() if data_cfg.keep_label_spelling else match_training_spellings(names, self.label_names).to_numpy()
-            to_label_ids(None, None, table, self.label_names, {"test": str(path)})
-        return table, raw
+        return read_file_inputs(path, data_cfg, img.IMAGE_FILES, column, self.image_column, self.label_column, self.label_names, with_labels)
 
     def probe_table(self) -> pd.DataFrame:
         return pd.DataFrame({"file": probe_images(), "path": [None] * 3})
-
-
-def label_column_of(frame: pd.DataFrame, path, given: str | None, trained: str | None, image_column: str) -> str:
-    """The label column of a split: a class-folder table's `label`, else --label-column, else the training
-    file's label column name (case aside), else inferred as text classification infers it."""
-    from ..data.columns import choose_label_column, require_column
-
-    if frame.attrs.get("image_folder"):
-        return "label"
-    if given:
-        return require_column(frame, given, path, "--label-column")
-    by_lower = {str(c).strip().lower(): c for c in frame.columns}
-    if trained and str(trained).strip().lower() in by_lower:
-        return by_lower[str(trained).strip().lower()]
-    return choose_label_column(frame, path, [image_column]).column
-
-
-def has_class_folders(folder: Path) -> bool:
-    return any(d.is_dir() and not img.is_hidden(d.name) and any(img.is_image_name(f.name) for f in d.iterdir()) for d in folder.iterdir())
 
 
 def augment_words(task_cfg) -> str:
