@@ -50,11 +50,13 @@ def build_tiny_whisper(folder: Path) -> Path:
 def toy_clip(label: str, seconds: float, rate: int, channels: int, rng) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     wave = 0.3 * np.sin(2 * np.pi * PITCH[label] * (1 + rng.uniform(-0.05, 0.05)) * t) + rng.normal(0, 0.02, t.size)
+    wave[t >= 2.0] *= 0.01  # a long clip ends in near-silence: which part of it the model sees matters
     return np.stack([wave, 0.7 * wave], 1) if channels == 2 else wave
 
 
 def write_class_folders(root: Path, per_class: int, seed: int, long_at: int = 7) -> Path:
-    """Clips of 0.3-1.6 s in WAV, FLAC and OGG, mono and stereo, at 16-48 kHz; the `long_at`-th of each class lasts 3.2 s."""
+    """Clips of 0.3-1.6 s in WAV, FLAC and OGG, mono and stereo, at 16-48 kHz; the `long_at`-th of each class lasts 3.2 s
+    (its last 1.2 s near-silent)."""
     rng = np.random.default_rng(seed)
     for label in PITCH:
         (root / label).mkdir(parents=True, exist_ok=True)
