@@ -68,11 +68,13 @@ def save_task_base(model, folder: Path, final: Path) -> bool:
     model.get_base_model().config.save_pretrained(base)
     for weights in source.iterdir():
         if weights.name.endswith((".safetensors", ".safetensors.index.json")):
-            other_head = mismatched_tensors(weights, model) if weights.suffix == ".safetensors" else set()
-            if other_head:  # an ImageNet backbone's 1000-class head: the loaders would refuse its shape
+            own = task_model_tensors(model) if weights.suffix == ".safetensors" else {}
+            reshaped = mismatched_tensors(weights, own) if own else set()
+            if reshaped:  # an ImageNet backbone's 1000-class head, Whisper's positional table cut to the clip window
                 from safetensors.torch import load_file, save_file
 
-                save_file({k: v for k, v in load_file(weights).items() if k not in other_head}, str(base / weights.name))
+                tensors = {k: own[k].detach().cpu().contiguous() if k in reshaped else v for k, v in load_file(weights).items()}
+                save_file(tensors, str(base / weights.name))
                 continue
             try:
                 os.symlink(weights.resolve(), base / weights.name)
@@ -85,18 +87,24 @@ def save_task_base(model, folder: Path, final: Path) -> bool:
     return True
 
 
-def mismatched_tensors(weights: Path, model) -> set[str]:
-    """Tensors of a base weights file whose shape differs from the task model's: the base model's own
-    output head where the task put a new one (PEFT keeps the task's head under the base name too)."""
-    from safetensors import safe_open
-
-    expected = {}
+def task_model_tensors(model) -> dict:
+    """The task model's tensors under the base model's names (PEFT keeps the head's copies under wrapper names)."""
+    tensors = {}
     for name, tensor in model.get_base_model().state_dict().items():
         for wrapper in (".original_module", ".modules_to_save.default"):
             name = name.replace(wrapper, "")
-        expected[name] = tuple(tensor.shape)
+        tensors[name] = tensor
+    return tensors
+
+
+def mismatched_tensors(weights: Path, own: dict) -> set[str]:
+    """Tensors of a base weights file whose shape differs from the task model's: the base model's own output
+    head where the task put a new one, or a table the task cut (Whisper's positions for a shorter window).
+    base/ gets the task model's tensor for each, so the loaders build exactly the model that trained."""
+    from safetensors import safe_open
+
     with safe_open(str(weights), "pt") as f:
-        return {k for k in f.keys() if k in expected and tuple(f.get_slice(k).get_shape()) != expected[k]}
+        return {k for k in f.keys() if k in own and tuple(f.get_slice(k).get_shape()) != tuple(own[k].shape)}
 
 
 def local_model_folder(name: str) -> Path | None:
