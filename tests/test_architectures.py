@@ -88,13 +88,23 @@ def test_every_parameter_lands_in_a_group_in_order(family, build, layers, head):
     assert {prefix_of(n, head) for n, _ in groups.head} == head  # the head is these modules, all of them
     assert groups.embeddings, "the input stage is a group of its own"
     named = dict(model.named_parameters())
-    grouped = [n for _, params in groups.ordered() for n, _ in params]
-    assert sorted(grouped) == sorted(named)  # each parameter exactly once
+    grouped = [n for _, params in groups.ordered() for n, _ in params] + [n for n, _ in groups.fixed]
+    assert sorted(grouped) == sorted(named)  # each parameter exactly once (a fixed table in none of the groups)
     # input to output: the layer groups follow the module order of the model's own forward
     order = {n: i for i, n in enumerate(named)}
     firsts = [order[params[0][0]] for params in groups.layers]
     assert firsts == sorted(firsts)
 
+
+
+@pytest.mark.parametrize("method", ["full", "freeze", "gradual", "bitfit", "head"])
+def test_whispers_sinusoidal_positions_stay_fixed_under_every_method(method):
+    """transformers freezes the encoder's sinusoidal table itself; full (every weight) must not thaw it, and
+    gradual never reaches it, as it sits in no group."""
+    model, groups = adapt_model(tiny_whisper(T.WhisperForAudioClassification), MethodConfig(method=method, freeze_layers=1))
+    assert [n for n, _ in groups.fixed] == ["encoder.embed_positions.weight"]
+    assert not model.encoder.embed_positions.weight.requires_grad
+    assert all("embed_positions" not in n for _, params in groups.ordered() for n, _ in params)
 
 def prefix_of(name: str, prefixes: set[str]) -> str | None:
     """The longest of `prefixes` that the parameter's module name starts with ('' for a model-level parameter)."""

@@ -125,6 +125,7 @@ def test_cli_run_folder_is_complete_and_learned_the_colours(cli_run, photos):
     assert metrics["test"]["accuracy"] >= 0.8  # chance is 1/3: fails if training, the head or the preprocessing is broken
     assert set(metrics["test"]["per_class"]) == {"blue", "green", "red"} and metrics["test"]["examples"] == 18
     assert metrics["train"]["tokens"] == 12 * metrics["train"]["examples"]  # an image counts 1 in the "tokens" of throughput
+    assert metrics["train"]["unit"] == "images"  # and the summary says "images/s"
     config = json.loads((cli_run / "config.json").read_text())
     assert config["id2label"] == {"0": "blue", "1": "green", "2": "red"}  # the 10-class head was replaced
     predictions = pd.read_csv(cli_run / "test_predictions.csv")
@@ -175,6 +176,56 @@ def test_python_predict_takes_paths_pil_images_and_arrays(cli_run, photos):
     with pytest.raises(tunesmith.errors.TunesmithError, match="does not exist"):
         run.predict(["nowhere.jpg"])
 
+
+
+# -- --image-size and the conv net's learning rate ---------------------------------------------------
+
+def test_image_size_trains_at_that_side_and_the_saved_processor_gives_pipeline_the_same(tmp_path, photos, tiny_image_model):
+    from transformers import AutoConfig, AutoImageProcessor, pipeline
+
+    options = {k: v for k, v in OPTIONS.items() if k != "lr"}  # the conv net's own default for full
+    run = tunesmith.finetune(photos["train"], out=str(tmp_path / "small"), model=str(tiny_image_model), method="full", image_size=24,
+                             **dict(options, epochs=2))
+    assert run.record["image_size"] == 24 and run.record["lr"] == 1e-3  # conv_stages.CONV_LR, not a transformer's 5e-5
+    processor = AutoImageProcessor.from_pretrained(run.path)
+    assert processor.crop_size == {"height": 24, "width": 24} and processor.size == {"shortest_edge": 27}  # 36 -> 32 scaled to 24
+    assert AutoConfig.from_pretrained(run.path).image_size == 24
+    picture = Image.open(sorted((photos["test"] / "blue").iterdir())[0])
+    assert processor(picture, return_tensors="pt")["pixel_values"].shape == (1, 3, 24, 24)
+    files = sorted(str(p) for p in photos["test"].rglob("*.png"))
+    ours = tunesmith.load(run.path, precision="fp32").predict(files)
+    theirs = pipeline("image-classification", model=str(run.path))(files, top_k=1)
+    assert [a[0]["label"] for a in theirs] == [o["label"] for o in ours]
+    assert [a[0]["score"] for a in theirs] == pytest.approx([o["score"] for o in ours], abs=1e-4)
+
+
+def test_image_size_is_refused_for_a_vision_transformer_in_one_sentence(tmp_path, photos, capsys):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    vit = tmp_path / "tiny-vit"
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ViTForImageClassification(config).save_pretrained(vit)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vit)
+    out = tmp_path / "run"
+    code = main(["train", str(photos["train"]), "--model", str(vit), "--out", str(out), "--image-size", "64", *FLAGS])
+    err = capsys.readouterr().err
+    assert code == 2 and "cuts 32x32 images into fixed patches, so it cannot take --image-size 64; drop --image-size" in err
+    assert "Traceback" not in err
+    assert_nothing_finished(out)
+
+
+def test_the_learning_rate_default_follows_the_model_family(tiny_image_model, tiny_model):
+    from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
+
+    from tunesmith.config import RunConfig
+    from tunesmith.methods import resolve_learning_rate
+
+    conv = AutoModelForImageClassification.from_pretrained(tiny_image_model)
+    text = AutoModelForSequenceClassification.from_pretrained(tiny_model)
+    chosen = lambda method, model, **given: resolve_learning_rate(RunConfig.from_dict(dict(given, data="x.csv", method=method)), model).train.lr  # noqa: E731
+    assert (chosen("full", conv), chosen("freeze", conv), chosen("head", conv), chosen("lora", conv)) == (1e-3, 1e-3, 3e-3, 1e-3)
+    assert (chosen("full", text), chosen("freeze", text), chosen("head", text)) == (5e-5, 5e-5, 3e-3)
+    assert chosen("full", conv, lr=2e-4) == 2e-4  # --lr wins
 
 # -- bad inputs -----------------------------------------------------------------------------------
 
@@ -231,6 +282,16 @@ def test_bad_image_input_is_one_sentence_and_nothing_finished(case, expected, tm
     assert "Traceback" not in captured.err + captured.out
     assert_nothing_finished(out)
 
+
+
+def test_a_class_folder_linked_in_from_elsewhere_is_followed(tmp_path, photos, tiny_image_model):
+    """The user's own folder may gather classes by symbolic links; only a data file's cells are held to its folder."""
+    folder = tmp_path / "gathered"
+    folder.mkdir()
+    for label in COLOURS:
+        (folder / label).symlink_to(photos["train"] / label, target_is_directory=True)
+    run = tunesmith.finetune(folder, out=str(tmp_path / "linked"), model=str(tiny_image_model), **dict(OPTIONS, epochs=1))
+    assert run.label_names == ["blue", "green", "red"] and run.metrics["train"]["examples"] + run.metrics["validation"]["examples"] == 60
 
 def test_skip_bad_files_trains_without_them_and_says_how_many(tmp_path, tiny_image_model, capsys):
     args = bad_folder(tmp_path, "undecodable")

@@ -41,7 +41,6 @@ def test_whisper_head_identifies_the_language_well_above_the_majority(language_r
     assert run.record["max_seconds"] == 3 and run.record["base_model"] == "whisper-tiny-en"
     assert "Window: 3 s, chosen to hold 95% of the training clips" in printed
     assert re.search(r"Frozen layers: embeddings \+ 4 layers computed once for 1,334 examples \(without training augmentation", printed)
-    assert run.metrics["job_seconds"] < 240
 
 
 def test_the_real_run_folder_answers_in_pipeline_like_tunesmith(language_run):

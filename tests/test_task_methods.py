@@ -187,3 +187,67 @@ def test_a_killed_run_of_every_task_resumes_to_the_same_weights(task_id, data_fi
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["validation"] == \
         json.loads((tmp_path / "reference" / "metrics.json").read_text())["validation"]
+
+
+# -- images and audio: the methods on a conv net and on Whisper's encoder (issue 17, point 5) ---------------
+
+MEDIA_METHODS = {  # bottleneck adapters and IA3 need attention and feed-forward blocks, which a conv net has not
+    "image-classification": [m for m in METHODS if m[0] not in ("ia3", "adapter")],
+    "audio-classification": METHODS,
+}
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    import test_audio_classification as audio
+    import test_image_classification as image
+
+    root = tmp_path_factory.mktemp("media")
+    return {"image-classification": (image.build_tiny_image_model(root / "mobilenet"), image.write_class_folders(root / "photos", 8, seed=0),
+                                     [str(next((root / "photos" / "red").iterdir()))]),
+            "audio-classification": (audio.build_tiny_whisper(root / "whisper"), audio.write_class_folders(root / "clips", 8, seed=0),
+                                     [str(next((root / "clips" / "high").iterdir()))])}
+
+
+@pytest.mark.parametrize("task_id, method, extra", [(t, m, e) for t, methods in MEDIA_METHODS.items() for m, e in methods],
+                         ids=[f"{t.split('-')[0]}-{m}" + ("-layer-lr" if e else "") for t, methods in MEDIA_METHODS.items() for m, e in methods])
+def test_every_method_that_fits_trains_saves_loads_and_predicts_images_and_audio(task_id, method, extra, media, tmp_path):
+    model, folder, inputs = media[task_id]
+    run = tunesmith.finetune(str(folder), out=str(tmp_path / "run"), model=str(model), method=method, epochs=1, batch_size=8, threads=1,
+                             refit="off", checkpoint_every=0, precision="fp32", **extra)
+    assert run.task.name == task_id and run.metrics["validation"]["accuracy"] is not None
+    predicted = run.predict(inputs)
+    again = tunesmith.load(run.path).predict(inputs)
+    assert [p["label"] for p in again] == [p["label"] for p in predicted]
+    assert [p["score"] for p in again] == pytest.approx([p["score"] for p in predicted], abs=1e-5)
+    if method != "adapter":  # bottleneck adapters are tunesmith's own format
+        from transformers import pipeline
+
+        from tunesmith.data.audio import decode_clip
+
+        given = inputs if task_id == "image-classification" else [{"raw": decode_clip(inputs[0], 16000), "sampling_rate": 16000}]
+        assert pipeline(task_id, model=str(run.path))(given, top_k=1)[0][0]["label"] == predicted[0]["label"]
+
+
+@pytest.mark.parametrize("method", ["ia3", "adapter"])
+def test_methods_for_attention_blocks_refuse_a_conv_net_in_one_sentence(method, media, tmp_path):
+    model, folder, _ = media["image-classification"]
+    with pytest.raises(tunesmith.errors.TunesmithError, match="mobilenet") as refused:
+        tunesmith.finetune(str(folder), out=str(tmp_path / "run"), model=str(model), method=method, epochs=1, refit="off", threads=1)
+    assert len(str(refused.value).splitlines()) == 1
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("task_id", list(MEDIA_METHODS))
+def test_compare_on_a_folder_of_images_or_clips_names_each_methods_own_learning_rate(task_id, media, tmp_path):
+    from tunesmith.compare import compare
+    from tunesmith.config import RunConfig
+
+    model, folder, _ = media[task_id]
+    base = RunConfig.from_dict({"data": str(folder), "model": str(model), "out": str(tmp_path / "cmp"), "epochs": 1, "batch_size": 8,
+                                "threads": 1, "refit": "off", "checkpoint_every": 0, "precision": "fp32"})
+    assert not compare(base, ["full", "head"], {}, console=None).failed
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv").set_index("method")
+    assert table["val_accuracy"].notna().all()
+    # no --lr: each run's default for its model, a conv net's own for full (architectures/conv_stages.py)
+    assert (table.loc["full", "lr"], table.loc["head", "lr"]) == ((1e-3 if task_id == "image-classification" else 5e-5), 3e-3)

@@ -89,7 +89,7 @@ def print_summary(out, run_dir, metrics: dict) -> None:
     refit = metrics.get("refit")
     steps = (f"{refit['selection_steps']} steps to choose the length, then {t['steps']} on all {refit['examples']:,} examples "
              f"({t['epochs']} epochs, refit)" if refit else f"{t['steps']} steps ({t['epochs']} epochs)")
-    out.print(f"Trained {steps} in {t['seconds']:.1f} s, {t['tokens_per_second']:,.0f} tokens/s ({t.get('precision', 'fp32')}); "
+    out.print(f"Trained {steps} in {t['seconds']:.1f} s, {t['tokens_per_second']:,.0f} {t.get('unit', 'tokens')}/s ({t.get('precision', 'fp32')}); "
               f"{metrics['parameters']['trainable']:,} of {metrics['parameters']['total']:,} parameters trained; "
               f"peak memory {metrics['peak_memory_mb']:,.0f} MB; whole job {metrics['job_seconds']:.1f} s.")
     if t.get("flop_utilisation") is not None:

@@ -81,14 +81,12 @@ def default_compare_dir(data: str) -> Path:
 
 
 def method_config(base: RunConfig, method: str, overrides: dict, run_dir: Path) -> RunConfig:
-    from .methods import resolve_learning_rate
-
     cfg = copy.deepcopy(base)
     cfg.update(overrides, source=f"--method-options for {method}")
     cfg.method.method = method
     cfg.output.out = str(run_dir)
     cfg.output.resume = cfg.output.overwrite = False  # per call, as flags
-    return resolve_learning_rate(cfg.validate())  # each method its own default unless --lr or --method-options set one
+    return cfg.validate()  # lr None: each run resolves its method's default for its model, unless --lr or --method-options set one
 
 
 # -- running one method -----------------------------------------------------------------------
@@ -164,7 +162,7 @@ def compare(base: RunConfig, methods: list[str], method_options: dict[str, dict]
     comparison = Comparison(out, base.train.metric)
     for cfg in configs:
         result = run_method(cfg, out, base.output.overwrite, console)
-        result.lr = cfg.train.lr
+        result.lr = cfg.train.lr if cfg.train.lr is not None else (read_record(result.run_dir) or {}).get("lr")
         comparison.results.append(result)
     comparison.metric = chosen_metric(comparison)
     if base.model.model == "auto":  # the runs chose the task's default: name it in the table and plot

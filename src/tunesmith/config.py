@@ -63,6 +63,9 @@ class TaskConfig:
     crop_min_scale: float = option(0.08, "image-classification: smallest share of an image's area a random resized crop keeps "
                                          "(torchvision's and the Hugging Face example's 0.08; raise it for small objects or tiny images)",
                                    min=0.01, max=1.0)
+    image_size: int | None = option(None, "image-classification: side in pixels of the square the model sees, the resize scaled to match "
+                                          "(default: the base model's own, 224 for mobilenet-v2); convolutional backbones take any size, and a "
+                                          "smaller one trains faster (small pictures such as 28x28 scans lose nothing at 96)", min=16, max=2048)
     skip_bad_files: bool = option(False, "image- and audio-classification: leave out files that cannot be decoded (counted in the output) "
                                          "instead of refusing the data")
     audio_column: str | None = option(None, "audio-classification: column of a CSV/JSONL holding the clip paths, relative to the file's "

@@ -64,7 +64,7 @@ def run_training(cfg: RunConfig, console) -> tuple[Path, dict]:
 
 def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path, dict]:
     job_started = time.perf_counter()
-    resolve_learning_rate(cfg.validate())
+    cfg.validate()  # the learning rate is resolved with the model (build_adapted_model)
     method = get_method(cfg.method.method)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -94,7 +94,7 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     console.print(f"Model: {cfg.model.model} ({total / 1e6:.1f}M parameters), method {method.name}: {trainable:,} trainable ({100 * trainable / total:.2f}%).")
 
     record = {"status": "running", "task": task.name, "method": method.name, "adapter": method.adapter, "base_model": cfg.model.model,
-              **task.record(), "sources": data.sources, "precision": precision}
+              **task.record(), "sources": data.sources, "precision": precision, "lr": cfg.train.lr}
     write_record(run_dir, record)
     atomic_write_text(run_dir / "config.yaml", config_file_text(rerunnable_config(cfg), choices.reasons))
 
@@ -146,7 +146,8 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     tokens = state.tokens + (selection["tokens"] if refit else 0)
     metrics["train"] = {"examples": len(inputs.train), "steps": state.step, "epochs": round(state.step / state.steps_per_epoch, 3),
                         "seconds": round(loop_seconds, 2), "frozen_cache_seconds": round(cache_seconds, 2), "tokens": tokens,
-                        "tokens_per_second": round(tokens / max(train_seconds, 1e-9), 1), "precision": precision,
+                        "tokens_per_second": round(tokens / max(train_seconds, 1e-9), 1), "unit": getattr(task, "throughput_unit", "tokens"),
+                        "precision": precision,
                         "best_step": selection["best_step"], "stopped": selection["stopped"],
                         "skipped_batches": state.skipped_batches, "final_grad_accum": state.grad_accum}
     metrics["refit"] = ({"selection_examples": len(train), "selection_steps": selection["steps"], "selection_seconds": selection["seconds"],
@@ -219,6 +220,7 @@ def build_adapted_model(task, source, cfg):
     """The task model from the base weights, seeded, with the method applied: the same every time."""
     torch.manual_seed(cfg.train.seed)
     model = task.build_model(source, cfg.model)
+    resolve_learning_rate(cfg, model)  # --lr, else the default of the method for this model family
     model, groups = adapt_model(model, cfg.method, task)  # the method decides what trains; the task head always does
     if cfg.method.freeze_word_embeddings:
         freeze_word_embeddings(model)

@@ -45,6 +45,11 @@ class Architecture:
     # per_token(depth), bottom(batch, depth) -> (batch, rows, width) and top(hidden, mask, depth) -> logits
     # (train/frozen_cache.py), or None for a model of this family it cannot split (a QA head, ...)
     split: Callable | None = None
+    # default learning rates of the methods that update this family's own weights, where the method's
+    # default (a transformer's: 5e-5 for full) is wrong for it; --lr overrides
+    lr: dict = field(default_factory=dict)
+    # parameters that are a fixed table, not learned (Whisper's sinusoidal positions): no method trains them
+    fixed: str | None = None
 
     def compiled(self) -> tuple[re.Pattern, list[re.Pattern], re.Pattern]:
         at_boundary = lambda pattern: re.compile(r"(?:^|\.)(?:" + pattern + ")")  # noqa: E731
@@ -94,6 +99,7 @@ class ParameterGroups:
     layers: list[Params] = field(default_factory=list)
     head: Params = field(default_factory=list)
     unmatched: Params = field(default_factory=list)  # below the head, in no group: an unknown family, or one the description misses
+    fixed: Params = field(default_factory=list)  # never trained (Architecture.fixed), in no group
     architecture: str | None = None
     model_type: str = ""
 
@@ -144,10 +150,13 @@ def parameter_groups(model: torch.nn.Module) -> ParameterGroups:
             (groups.head if id(param) in outside else groups.unmatched).append((name, param))
         return groups
     embeddings, layers, head = architecture.compiled()
+    fixed = re.compile(r"(?:^|\.)(?:" + architecture.fixed + ")") if architecture.fixed else None
     by_layer: dict[tuple[int, int], Params] = {}
     for name, param in model.named_parameters():
         key = layer_key(name, layers)
-        if key is not None:
+        if fixed is not None and fixed.search(name):
+            groups.fixed.append((name, param))
+        elif key is not None:
             by_layer.setdefault(key, []).append((name, param))
         elif head.search(name):
             groups.head.append((name, param))

@@ -6,7 +6,7 @@ LoRA adapts the pointwise convolutions (expand, project, top); the depthwise one
 from __future__ import annotations
 
 from . import Architecture, register_architecture
-from .conv_stages import conv_stages_split
+from .conv_stages import CONV_LR, conv_stages_split
 
 
 def split(model):
@@ -20,4 +20,5 @@ register_architecture(Architecture(
     head=r"classifier\.",
     lora=r"efficientnet_lite\.(blocks\.\d+\.(expand|project)|top)\.convolution",
     split=split,
+    lr=CONV_LR,
 ))

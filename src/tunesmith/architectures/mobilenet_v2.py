@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..errors import TunesmithError
 from . import Architecture, register_architecture
-from .conv_stages import conv_stages_split
+from .conv_stages import CONV_LR, conv_stages_split
 
 POINTWISE = r"mobilenet_v2\.(layer\.\d+\.(expand_1x1|reduce_1x1)|conv_1x1)\.convolution"  # the blocks, not the stem
 
@@ -32,4 +32,5 @@ register_architecture(Architecture(
     head=r"classifier\.",
     lora=lora_targets,
     split=split,
+    lr=CONV_LR,
 ))

@@ -52,7 +52,8 @@ def split(model: nn.Module) -> WhisperSplit | None:
 
 register_architecture(Architecture(
     "whisper", ("whisper",),
-    embeddings=r"encoder\.(conv1|conv2|embed_positions)\.",
+    embeddings=r"encoder\.(conv1|conv2)\.",
+    fixed=r"encoder\.embed_positions\.",  # sinusoidal, frozen by transformers itself; full and gradual must not train it
     layers=(r"encoder\.layers\.(\d+)\.",),
     # layer_weights: the learned mix of every layer's output when config.use_weighted_layer_sum is set
     head=r"(encoder\.layer_norm|projector|classifier)\.|layer_weights$",

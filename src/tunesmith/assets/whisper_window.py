@@ -69,7 +69,9 @@ def shorten_whisper_window(model, feature_extractor, seconds: int):
     like = next(model.parameters())
     short.to(device=like.device, dtype=like.dtype).train(model.training)
 
-    settings = feature_extractor.to_dict()
-    settings["chunk_length"] = seconds  # WhisperFeatureExtractor derives n_samples and nb_max_frames from it
-    short_extractor = type(feature_extractor)(**settings)
-    return short, short_extractor
+    return short, shorten_feature_extractor(feature_extractor, seconds)
+
+
+def shorten_feature_extractor(feature_extractor, seconds: int):
+    """A WhisperFeatureExtractor that pads and cuts to `seconds` (it derives n_samples and nb_max_frames from chunk_length)."""
+    return type(feature_extractor)(**dict(feature_extractor.to_dict(), chunk_length=seconds))

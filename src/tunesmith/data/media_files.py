@@ -204,7 +204,8 @@ def resolve_paths(raw: pd.DataFrame, column: str, source, kind: MediaKind) -> tu
     files, shown, missing = [], [], []
     for i, cell in enumerate(cells):
         named = f"The {kind.name} folder '{source}'" if Path(source).is_dir() else f"{row_name(source, i).capitalize()} of {where}"
-        path = safe_member_path(base, cell, where=named)
+        # a folder's own scan may follow the user's links (a class folder linked in); a table's cells may not leave it
+        path = safe_member_path(base, cell, allow_outside=Path(source).is_dir(), where=named)
         if not path.is_file():
             missing.append((i, cell))
         files.append(str(path))

@@ -2,8 +2,8 @@
 
 A CSV row saying `../../home/me/.ssh/id_rsa` or `/etc/passwd` must not make tunesmith read that
 file. Paths are resolved (symlinks followed) before the check, so a link inside the folder that
-points outside is refused too; reading outside is possible only when the caller allows it.
-Ready for the image/audio tasks, which call it for every path cell.
+points outside is refused too. A folder of class folders is scanned by tunesmith itself, so links the
+user put in it are followed (the caller allows that); only a data file's cells are held to its folder.
 """
 from __future__ import annotations
 
@@ -23,5 +23,5 @@ def safe_member_path(base: str | Path, relative, allow_outside: bool = False, wh
     path = (base / os.path.expanduser(relative.strip())).resolve()  # an absolute path replaces base here
     if not allow_outside and not path.is_relative_to(base):
         raise TunesmithError(f"{where} lists '{relative}', which is outside the data folder '{base}'; keep the files inside "
-                             f"that folder, or allow paths outside it explicitly.")
+                             f"that folder, or put the data file in a folder that holds them all.")
     return path

@@ -51,10 +51,14 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def resolve_learning_rate(cfg):
-    """--lr when it was given, else the method's default; returns cfg."""
+def resolve_learning_rate(cfg, model=None):
+    """--lr when it was given, else the model family's default for the method (architectures/: a conv net's
+    own weights need a larger one than a transformer's), else the method's default; returns cfg."""
     if cfg.train.lr is None:
-        cfg.train.lr = get_method(cfg.method.method).lr
+        from ..architectures import architecture_of
+
+        family = architecture_of(model) if model is not None else None
+        cfg.train.lr = (family.lr if family else {}).get(cfg.method.method, get_method(cfg.method.method).lr)
     return cfg
 
 
@@ -67,6 +71,7 @@ def adapt_model(model, method_cfg, task=None):
     model = get_method(method_cfg.method).apply(model, method_cfg, parameter_groups(model), task)
     groups = parameter_groups(model)
     set_trainable([(n, p) for n, p in groups.head if "original_module" not in n], True)
+    set_trainable(groups.fixed, False)  # a fixed table (Whisper's sinusoidal positions) stays as it is under every method
     return model, groups
 
 

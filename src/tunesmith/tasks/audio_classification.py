@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from ..assets.resolve import load_pretrained
-from ..assets.whisper_window import clip_window_seconds, shorten_whisper_window
+from ..assets.whisper_window import clip_window_seconds, shorten_feature_extractor, shorten_whisper_window
 from ..data import audio as aud
 from ..errors import TunesmithError
 from . import register_task
@@ -84,6 +84,7 @@ class AudioClassification:
     tunes_on_validation = False
     metrics = TextClassification.metrics
     predict_example = "clip.wav"  # what the CLI's summary suggests to `tunesmith predict`
+    throughput_unit = "clips"  # what metrics["train"]["tokens"] counts here (text tasks: tokens)
 
     def __init__(self, label_names: list[str], audio_column: str = "path", label_column: str = "label", imbalance_ratio: float = 1.0,
                  max_seconds: float | None = None):
@@ -152,9 +153,7 @@ class AudioClassification:
             raise TunesmithError(f"The preprocessor of '{source}' ({type(extractor).__name__}) has no sampling rate, so it is not an audio "
                                  f"feature extractor; use an audio model.")
         if is_whisper_extractor(extractor) and self.max_seconds is not None and extractor.chunk_length != self.max_seconds:
-            seconds = whisper_seconds(self.max_seconds, extractor.chunk_length)
-            # as assets/whisper_window.shorten_whisper_window sets it: the extractor derives n_samples and nb_max_frames from chunk_length
-            extractor = type(extractor)(**dict(extractor.to_dict(), chunk_length=seconds))
+            extractor = shorten_feature_extractor(extractor, whisper_seconds(self.max_seconds, extractor.chunk_length))
         return extractor
 
     def build_model(self, source: str, model_cfg):

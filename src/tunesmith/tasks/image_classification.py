@@ -74,13 +74,15 @@ class ImageClassification:
     tunes_on_validation = False
     metrics = TextClassification.metrics
     predict_example = "photo.jpg"  # what the CLI's summary suggests to `tunesmith predict`
+    throughput_unit = "images"  # what metrics["train"]["tokens"] counts here (text tasks: tokens)
 
     def __init__(self, label_names: list[str], image_column: str = "path", label_column: str = "label", imbalance_ratio: float = 1.0,
-                 augment: str = "none", crop_min_scale: float = 0.08):
+                 augment: str = "none", crop_min_scale: float = 0.08, image_size: int | None = None):
         self.label_names = list(label_names)
         self.image_column, self.label_column = image_column, label_column
         self.imbalance_ratio = imbalance_ratio  # of the training labels; known only while training
         self.augment, self.crop_min_scale = augment, crop_min_scale  # training views; a loaded run only predicts
+        self.image_size = image_size  # --image-size; None: the base model's own (a run folder's processor has it saved)
         self.classes = TextClassification(self.label_names, imbalance_ratio=imbalance_ratio)  # decoding and prediction columns
         self.cache: img.DecodedImages | None = None  # the training job's decoded images, shared by its encodes (refit too)
         self.keeps_decoded = False  # set by prepare: a prediction-only task decodes per call and keeps nothing
@@ -99,7 +101,8 @@ class ImageClassification:
     def prepare(cls, raw: pd.DataFrame, sources: dict, cfg, seed: int) -> tuple["ImageClassification", Splits]:
         task_cfg = cfg.task
         data, splits = prepare_labeled_files(raw, sources, cfg, seed, img.IMAGE_FILES, task_cfg.image_column, img.undecodable)
-        task = cls(data.label_names, data.text_column, data.label_column, data.imbalance_ratio, task_cfg.augment, task_cfg.crop_min_scale)
+        task = cls(data.label_names, data.text_column, data.label_column, data.imbalance_ratio, task_cfg.augment, task_cfg.crop_min_scale,
+                   task_cfg.image_size)
         task.keeps_decoded = True
         if task_cfg.augment != "none":
             splits.notes.append(f"Training images are augmented ({task_cfg.augment}: {augment_words(task_cfg)}); --augment none to turn it off.")
@@ -107,10 +110,12 @@ class ImageClassification:
 
     @classmethod
     def from_record(cls, record: dict) -> "ImageClassification":
-        return cls(record["label_names"], record.get("image_column", "path"), record.get("label_column", "label"))
+        return cls(record["label_names"], record.get("image_column", "path"), record.get("label_column", "label"),
+                   image_size=record.get("image_size"))
 
     def record(self) -> dict:
-        return {"label_names": self.label_names, "image_column": self.image_column, "label_column": self.label_column}
+        return {"label_names": self.label_names, "image_column": self.image_column, "label_column": self.label_column,
+                "image_size": self.image_size}
 
     def default_metric(self, splits: Splits) -> tuple[str, str | None]:
         return self.classes.default_metric(splits)
@@ -121,13 +126,14 @@ class ImageClassification:
         from transformers import AutoConfig, AutoImageProcessor
 
         try:
-            return AutoImageProcessor.from_pretrained(source, backend="pil", trust_remote_code=bool(getattr(model_cfg, "trust_remote_code", False)))
+            processor = AutoImageProcessor.from_pretrained(source, backend="pil", trust_remote_code=bool(getattr(model_cfg, "trust_remote_code", False)))
         except (OSError, ValueError, KeyError) as exc:
             if model_cfg is not None:  # a text model's folder has no image processor either: say what it is
                 require_image_model(load_pretrained(AutoConfig, source, model_cfg), model_cfg.model)
             text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             raise TunesmithError(f"Could not load the image processor of '{source}' ({text}); an image model's folder needs its "
                                  f"preprocessor_config.json (save the processor with save_pretrained beside the model).") from None
+        return with_image_size(processor, self.image_size) if self.image_size else processor
 
     def build_model(self, source: str, model_cfg):
         from transformers import AutoConfig, AutoModelForImageClassification
@@ -135,6 +141,9 @@ class ImageClassification:
         config = load_pretrained(AutoConfig, source, model_cfg, num_labels=len(self.label_names),
                                  id2label=dict(enumerate(self.label_names)), label2id={n: i for i, n in enumerate(self.label_names)})
         require_image_model(config, model_cfg.model)
+        if self.image_size:
+            require_any_size(config, model_cfg.model, self.image_size)
+            config.image_size = self.image_size  # a conv net's modelling code does not read it: it records the input size
         set_dropout(config, model_cfg.dropout)
         config.problem_type = "single_label_classification"
         # the base model's head (ImageNet's 1,000 classes) gives way to a new one of the user's labels
@@ -250,6 +259,34 @@ def check_steps(processor, steps: img.ImageSteps) -> None:
     if ours.shape != theirs.shape or float((ours - theirs).abs().max()) > 1e-3:
         raise TunesmithError(f"tunesmith does not reproduce the preprocessing of this model's {type(processor).__name__} (its pixel values "
                              f"differ from ours on a test picture); use a model with a standard image processor (resize, center crop, normalise).")
+
+
+def with_image_size(processor, side: int):
+    """The processor for a side x side input (--image-size): its crop becomes side x side and its resize
+    scales by the same factor (mobilenet-v2's 256 -> 224 crop becomes 110 -> 96 at 96), so the run folder's
+    saved processor gives `pipeline(...)` the pixels the model trained on. Applying it twice changes nothing."""
+    size, crop = img.size_entries(getattr(processor, "size", None)), img.size_entries(getattr(processor, "crop_size", None))
+    height = img.steps_from_processor(processor).size[0]
+    if type(processor).__name__.startswith("ConvNext") and "shortest_edge" in size:  # its crop_pct rule scales by itself
+        size = {"shortest_edge": side}
+    elif "shortest_edge" in size:
+        size = {"shortest_edge": max(side, round(size["shortest_edge"] * side / height))}
+    else:
+        size = {"height": max(side, round(size["height"] * side / height)), "width": max(side, round(size["width"] * side / height))}
+    changes = {"size": size}
+    if getattr(processor, "do_center_crop", False) and "height" in crop:
+        changes["crop_size"] = {"height": side, "width": side}
+    elif "height" in size:  # no crop: the resize is the model's input
+        changes["size"] = {"height": side, "width": side}
+    return type(processor)(**dict(processor.to_dict(), **changes))
+
+
+def require_any_size(config, name: str, side: int) -> None:
+    """A vision transformer's position embeddings fit the size it was trained at; a convolutional network takes any."""
+    trained = getattr(config, "image_size", None)
+    if getattr(config, "patch_size", None) is not None and isinstance(trained, int) and trained != side:
+        raise TunesmithError(f"The base model '{name}' (model type '{config.model_type}') cuts {trained}x{trained} images into fixed patches, so it "
+                             f"cannot take --image-size {side}; drop --image-size, or use a convolutional backbone (mobilenet-v2, efficientnet-lite0).")
 
 
 def require_image_model(config, name: str) -> None:
