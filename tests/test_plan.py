@@ -88,6 +88,30 @@ def test_the_measurement_is_cached_per_machine(monkeypatch, tmp_path):
     assert any("(8, 16)" in key for key in cached)
 
 
+
+def test_a_conv_net_is_timed_whole_at_its_input_size_and_left_untouched(monkeypatch, tmp_path):
+    """A conv net's bf16 gain depends on its feature-map sizes: a training step of a copy is timed at config.image_size,
+    cached per model and size, and the model itself (its weights, batch-norm statistics, mode, frozen weights) is left as it was."""
+    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = MobileNetV2ForImageClassification(MobileNetV2Config(image_size=32, depth_multiplier=0.35, num_labels=3)).eval().requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sides = []
+    real = precision.time_images
+    monkeypatch.setattr(precision, "time_images", lambda m, side, dtype, repeats=3: sides.append(side) or real(m, side, dtype, repeats=1))
+    monkeypatch.setattr(precision, "time_shapes", lambda *a, **k: pytest.fail("a conv net is not timed by its matmul shapes"))
+    picked, why = precision.choose_precision("auto", torch.device("cpu"), model)
+    assert sides == [32, 32] and "a training step of this conv net ran" in why
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    model.config.image_size = 48  # --image-size: another measurement, cached apart
+    precision.bf16_speedup(model)
+    precision.bf16_speedup(model)
+    assert sides == [32, 32, 48, 48]
+    assert sorted(k.rsplit(" at ", 1)[1] for k in json.loads((tmp_path / "precision.json").read_text())) == ["32 px", "48 px"]
+
 def test_a_bf16_run_trains_scores_and_reports_against_the_bf16_rate(tmp_path, reviews_csv, tiny_options):
     options = {k: v for k, v in tiny_options.items() if k != "precision"}
     run = tunesmith.finetune(reviews_csv, out=str(tmp_path / "bf16"), precision="bf16", **options)

@@ -45,7 +45,8 @@ def time_images(model: nn.Module, side: int, dtype: torch.dtype, repeats: int = 
     side x side pixels (best of `repeats`). A conv net is timed whole: its depthwise convolutions and
     batch norms gain little from bf16 on small feature maps and much on large ones, so no set of shapes
     taken out of it tells (mobilenet-v2 on one avx512_bf16 CPU: 1.0x at 64 px, 2.9x at 224)."""
-    replica = copy.deepcopy(model).train()  # its batch-norm statistics move; the model's own must not
+    replica = copy.deepcopy(model).train().requires_grad_(True)  # its batch-norm statistics move (the model's own must not),
+    # and a run loaded to predict (every weight frozen) still has a backward to time
     pixels = torch.randn(CONV_BATCH, getattr(model.config, "num_channels", 3), side, side)
 
     def step():
