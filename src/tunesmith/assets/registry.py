@@ -272,3 +272,4 @@ def require_dataset(name: str) -> DatasetAsset:
 from . import debian_datasets  # noqa: E402,F401  (registers fashion-mnist and spoken-letters)
 from . import vision_models  # noqa: E402,F401  (registers mobilenet-v2 and efficientnet-lite0)
 from . import audio_models  # noqa: E402,F401  (registers whisper-tiny-en)
+from . import lm_assets  # noqa: E402,F401  (registers smollm2-135m, alpaca-demo, identity, dpo-demo and general-text)
