@@ -66,7 +66,8 @@ def cmd_train(args) -> int:
     from .job import run_training
 
     cfg = config_from_args(args)
-    get_method(cfg.method.method)
+    if cfg.method.method != "auto":
+        get_method(cfg.method.method)  # a misspelled --method before any data is read
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0

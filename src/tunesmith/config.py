@@ -88,7 +88,8 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    method: str = option("full", "how the base model is adapted (see `tunesmith methods`)")
+    method: str = option("auto", "how the base model is adapted (see `tunesmith methods`; auto: the task's default, full, or lora "
+                                 "for chat)")
     freeze_layers: int | None = option(None, "freeze: number of bottom transformer layers frozen with the embeddings (default: half)", min=0)
     lora_rank: int = option(8, "lora/dora: rank of the low-rank update", min=1, max=1024)
     lora_alpha: float | None = option(None, "lora/dora: scaling alpha (default 2 x rank)", min=0.0)

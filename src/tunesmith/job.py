@@ -23,7 +23,7 @@ from .assets.resolve import resolve_model_source
 from .config import RunConfig
 from .data.sources import read_data_file, resolve_sources
 from .errors import TunesmithError
-from .methods import adapt_model, get_method, resolve_learning_rate
+from .methods import adapt_model, get_method, resolve_learning_rate, resolve_method
 from .architectures import count_parameters
 from .perf import (compute_dtype, counts_every_flop, freeze_word_embeddings, measure_matmul_rate, throughput,
                    training_flops_per_token)
@@ -64,8 +64,9 @@ def run_training(cfg: RunConfig, console) -> tuple[Path, dict]:
 
 def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path, dict]:
     job_started = time.perf_counter()
-    cfg.validate()  # the learning rate is resolved with the model (build_adapted_model)
-    method = get_method(cfg.method.method)
+    cfg.validate()  # the method is resolved with the task, the learning rate with the model (build_adapted_model)
+    if cfg.method.method != "auto":
+        get_method(cfg.method.method)  # a misspelled --method before any data is read
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     run_dir = (Path(cfg.output.out) if cfg.output.out
@@ -74,6 +75,7 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
 
     # -- preflight: task and data in full, training choices, model, output folder -----------
     task, data = prepare_task_data(cfg, console)
+    method = get_method(resolve_method(cfg, task).method.method)
     refit, choices = resolve_training_choices(cfg, len(data.train), data.validation_from_split, task.default_metric(data))
     for reason in choices.reasons:
         console.print(reason)

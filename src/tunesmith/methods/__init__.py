@@ -51,9 +51,17 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def resolve_method(cfg, task=None):
+    """--method, or when it is auto the task's default (`default_method`: lora for chat, else full); returns cfg."""
+    if cfg.method.method == "auto":
+        cfg.method.method = getattr(task, "default_method", "full")
+    return cfg
+
+
 def resolve_learning_rate(cfg, model=None):
     """--lr when it was given, else the model family's default for the method (architectures/: a conv net's
     own weights need a larger one than a transformer's), else the method's default; returns cfg."""
+    resolve_method(cfg)  # a direct caller's auto: full
     if cfg.train.lr is None:
         from ..architectures import architecture_of
 
@@ -64,13 +72,16 @@ def resolve_learning_rate(cfg, model=None):
 
 def adapt_model(model, method_cfg, task=None):
     """Apply the configured method for `task` (None: a sequence classifier, for direct callers); returns
-    the model and its parameter groups. The task head always trains, except PEFT's frozen
-    `original_module` copy of it (PEFT trains its own copy)."""
+    the model and its parameter groups. A new task head always trains, except PEFT's frozen
+    `original_module` copy of it (PEFT trains its own copy); a causal LM's pretrained output layer
+    (trains_output_head False) trains only where the method trains it."""
     from ..architectures import parameter_groups, set_trainable
 
-    model = get_method(method_cfg.method).apply(model, method_cfg, parameter_groups(model), task)
+    name = method_cfg.method if method_cfg.method != "auto" else getattr(task, "default_method", "full")
+    model = get_method(name).apply(model, method_cfg, parameter_groups(model), task)
     groups = parameter_groups(model)
-    set_trainable([(n, p) for n, p in groups.head if "original_module" not in n], True)
+    if task is None or task.trains_output_head:
+        set_trainable([(n, p) for n, p in groups.head if "original_module" not in n], True)
     set_trainable(groups.fixed, False)  # a fixed table (Whisper's sinusoidal positions) stays as it is under every method
     return model, groups
 

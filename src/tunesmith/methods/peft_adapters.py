@@ -49,7 +49,7 @@ def wrap_with_peft(model, peft_config_cls, groups, method: str, task=None, **opt
     modules_to_save; PEFT's errors as one sentence."""
     from peft import get_peft_model
 
-    head = head_module_names(groups)
+    head = head_module_names(groups) if task is None or task.trains_output_head else []  # a causal LM keeps its own lm_head
     task_type = task.peft_task_type if task is not None else "SEQ_CLS"
     try:
         config = peft_config_cls(task_type=task_type, modules_to_save=head, exclude_modules=head, **options)

@@ -86,9 +86,9 @@ class StopRequest:
 def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=(), resume_from: Path | None = None,
         pad_id: int = 0, precision: str = "fp32") -> FitResult:
     """Train `model` on `train` as cfg says; `precision` is 'bf16' (autocast) or 'fp32', chosen by the caller."""
-    from ..methods import resolve_learning_rate
+    from ..methods import resolve_learning_rate, resolve_method
 
-    tc = resolve_learning_rate(cfg).train
+    tc = resolve_learning_rate(resolve_method(cfg, task), model).train
     if tc.epochs is None or tc.metric == "auto":  # job.py resolves these from the data; direct callers get the same rule
         resolve_training_choices(cfg, len(train), validation_from_split=False, metric=(task.metrics[0].name, None))
     higher_is_better = metric_named(task, tc.metric).higher_is_better
