@@ -6,7 +6,6 @@ real llamafactory and sentencepiece sdists. The slow tests fetch and build the r
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -25,21 +24,12 @@ from tunesmith.data.read import read_table
 from tunesmith.errors import TunesmithError
 
 SPLITS = ("train", "validation", "test")
+from test_bundled_datasets import build_twice  # seeded builds: the same bytes twice
+
 CHAT_TEMPLATE = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
                  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
-def digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.name != "manifest.json"}
-
-
-def build_twice(build, archive: Path, tmp_path: Path) -> Path:
-    first, second = tmp_path / "first", tmp_path / "second"
-    for out in (first, second):
-        out.mkdir()
-        build(archive, out)
-    assert digests(first) == digests(second)  # seeded: the same bytes on every build
-    return first
 
 
 def sdist(path: Path, files: dict[str, str]) -> Path:

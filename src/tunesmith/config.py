@@ -46,7 +46,12 @@ class TaskConfig:
     """The task, and (later) options only some tasks have, each named after its task."""
 
     task: str = option("auto", "what to learn: auto (inferred from the data, printed), or a task name (text-classification, regression, "
-                               "multi-label, token-classification, question-answering, image-classification, audio-classification)")
+                               "multi-label, token-classification, question-answering, image-classification, audio-classification, chat)")
+    chat_template: str | None = option(None, "chat: the template that lays out conversations: the base model's own (default), "
+                                             "chatml, or a .jinja file (for a base model that has none)")
+    train_on_prompt: bool = option(False, "chat: train on every token of a conversation, not only the assistant's turns")
+    packing: str = option("on", "chat: pack training conversations into rows of --max-length tokens (attention and positions kept "
+                                "to each conversation), or off (padded batches)", choices=["on", "off"])
     label_separator: str | None = option(None, "multi-label: the character between labels in a label cell (default: detected among ; | ,)")
     entity_mode: str = option("default", "token-classification: how entity spans are read from tags, as seqeval does: 'default' (conlleval: "
                                          "a stray I- starts an entity) or 'strict' (only well-formed BIO/IOBES spans count)",
@@ -80,7 +85,8 @@ class TaskConfig:
 class ModelConfig:
     model: str = option("auto", "base model: an embedded name (see `tunesmith models`), a local Hugging Face folder or a hub name; "
                                 "auto: the task's embedded default (minilm-l6 for text, mobilenet-v2 for images, whisper-tiny-en for audio)")
-    max_length: int = option(128, "longest input in tokens; longer texts are truncated", min=8, max=8192)
+    max_length: int | None = option(None, "longest input in tokens; longer texts are truncated (default: the task's, 128 tokens, "
+                                          "1,024 for chat)", min=8, max=8192)
     dropout: float | None = option(None, "dropout inside the model and head (default: the base model's own)", min=0.0, max=0.9)
     trust_remote_code: bool = option(False, "allow a hub model to run its own Python code (only for models you trust)")
     trust_pickle: bool = option(False, "allow loading pickled (.bin/.pt) weights, read with weights_only=True (only for files you trust)")

@@ -29,7 +29,7 @@ from .perf import (compute_dtype, counts_every_flop, freeze_word_embeddings, mea
                    training_flops_per_token)
 from .report.plots import plot_curves
 from .rundir import default_run_dir, hold_run_lock, prepare_run_dir, read_record, write_record
-from .tasks import choose_task, metric_named
+from .tasks import choose_task, metric_named, resolve_max_length
 from .tasks.protocol import pad_id_of
 from .atomic import atomic_file, atomic_write_text
 from .train.checkpoint import list_checkpoints
@@ -171,7 +171,8 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     for name, value in tuned.items():  # stored with the model too: config.json's tunesmith_threshold, ...
         setattr(model.config, f"tunesmith_{name}", value)
     save_model(model, tokenizer, run_dir, method.adapter)
-    plotted = cfg.train.metric if cfg.train.metric != "loss" else task.metrics[0].name  # the loss has its own panel
+    # the loss has its own panel: the right one shows the selection metric, or the task's first other one
+    plotted = cfg.train.metric if cfg.train.metric != "loss" else next((m.name for m in task.metrics if m.name != "loss"), "loss")
     plot_curves(selection["losses"], selection["history"], plotted, run_dir / "curves.png",
                 title=f"{cfg.model.model} / {method.name} on {Path(cfg.data.data).name}")
     metrics["job_seconds"] = round(time.perf_counter() - job_started, 2)
@@ -204,6 +205,7 @@ def prepare_task_data(cfg: RunConfig, console):
     task_cls, why = choose_task(cfg.task.task, raw, cfg.data)
     if cfg.train.metric != "auto":
         metric_named(task_cls, cfg.train.metric)  # a wrong --metric is refused before the data is prepared
+    resolve_max_length(cfg, task_cls)  # before prepare, which may size windows by it
     if cfg.model.model == "auto":  # before prepare, which may check the base model fits the task
         cfg.model.model = task_cls.default_model
         console.print(f"Base model: {task_cls.default_model}, the embedded default for {task_cls.name}; --model to choose another.")

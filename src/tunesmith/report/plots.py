@@ -23,7 +23,7 @@ def plot_curves(losses: list, history: list, metric: str, path: Path, title: str
     val_steps = [h["step"] for h in history]
     if history:
         left.plot(val_steps, [h["val"]["loss"] for h in history], "o-", color="#e6550d", label="validation loss")
-        key = metric if metric != "loss" else "accuracy"
+        key = metric
         right.plot(val_steps, [h["val"][key] for h in history], "o-", color="#31a354", label=f"validation {key}")
         right.set_ylabel(key)
         right.legend(loc="lower right")

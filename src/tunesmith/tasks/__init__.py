@@ -41,9 +41,19 @@ def choose_task(setting: str, raw, data_cfg) -> tuple[type, str]:
     raise AssertionError(f"{FALLBACK} detects every table")
 
 
+DEFAULT_MAX_LENGTH = 128  # tokens, for a task that names no default_max_length of its own
+
+
+def resolve_max_length(cfg, task_cls) -> int:
+    """--max-length, or the task's default when it was left automatic (set on cfg, so config.yaml records it)."""
+    if cfg.model.max_length is None:
+        cfg.model.max_length = getattr(task_cls, "default_max_length", DEFAULT_MAX_LENGTH)
+    return cfg.model.max_length
+
+
 FALLBACK = "text-classification"  # detects any table (text and label columns are checked in prepare), so asked last
 
 # each import registers its task; --task auto asks them in this order, text classification last (image and
 # audio classification first: a folder of class folders, or a column of image or audio file names, is nothing else's data)
-from . import (image_classification, audio_classification, token_classification, question_answering, multi_label,  # noqa: E402,F401
-               regression, text_classification)
+from . import (image_classification, audio_classification, chat, token_classification, question_answering,  # noqa: E402,F401
+               multi_label, regression, text_classification)

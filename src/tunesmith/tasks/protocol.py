@@ -63,6 +63,10 @@ class Task(Protocol):
     trains_output_head: ClassVar[bool]  # a new head on top of the base model, always trained (False for causal LM)
     metrics: ClassVar[tuple[Metric, ...]]  # the first is the default --metric; "loss" is lower-is-better
     tunes_on_validation: ClassVar[bool]  # a decision (a threshold) is tuned on the best weights' validation outputs
+    # Optional class attributes, read with getattr and a default where a task has none:
+    #   default_method ("full"), default_max_length (128 tokens), throughput_unit ("tokens"), predict_example,
+    #   inference_tokens (tokens of an evaluation batch, data/batching.INFERENCE_TOKENS), micro_batch_tokens
+    #   (a token budget per training micro-batch, none) -- chat sets all of them (tasks/chat.py)
 
     @classmethod
     def detect(cls, raw: pd.DataFrame, data_cfg) -> str | None:

@@ -126,6 +126,9 @@ class QuestionAnswering:
         from ..data.sources import read_data_file
         from ..data.squad import ANSWER_NAMES, CONTEXT_NAMES, QUESTION_NAMES, qa_table
 
+        from . import resolve_max_length
+
+        resolve_max_length(cfg, cls)  # a direct caller's automatic --max-length (the job resolves it first)
         data, task_cfg, notes = cfg.data, cfg.task, []
 
         def read(frame, role):

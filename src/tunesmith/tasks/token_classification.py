@@ -118,7 +118,9 @@ class TokenClassification:
     def prepare(cls, raw: pd.DataFrame, sources: dict, cfg, seed: int) -> tuple["TokenClassification", Splits]:
         """Token and tag lists checked, tags repaired into one scheme, splits made, over-long sentences counted."""
         from ..data.conll import sample_sentences, split_sentences
+        from . import resolve_max_length
 
+        resolve_max_length(cfg, cls)  # a direct caller's automatic --max-length (the job resolves it first)
         path, notes = sources["train"], []
         token_col, tag_col = require_token_columns(raw, cfg.data, path)
         train = read_sentences(raw, token_col, tag_col, path)

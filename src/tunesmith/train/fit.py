@@ -54,6 +54,22 @@ def chunk(indices: list[int], parts: int) -> list[list[int]]:
     return [indices[i:i + size] for i in range(0, len(indices), size)]
 
 
+def within_tokens(indices: list[int], lengths, budget: int | None) -> list[list[int]]:
+    """`indices` cut into runs of at most `budget` tokens (one example at least each); unchanged without a budget.
+    On a CPU the kernel kills a process that runs out of memory before torch can raise, so a task whose
+    examples vary a lot in length (conversations) bounds each micro-batch by tokens, not only by examples."""
+    if not budget:
+        return [indices]
+    parts, current, used = [], [], 0
+    for i in indices:
+        if current and used + int(lengths[i]) > budget:
+            parts.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += int(lengths[i])
+    return parts + [current] if current else parts
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
@@ -143,7 +159,9 @@ def fit(model, task, train, validation, cfg, run_dir: Path, groups, callbacks=()
         (examples, or tokens) of the whole step, so gradient accumulation gives the same update as one batch."""
         optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=accelerator.device)  # summed on the device: no host sync per micro-batch
-        micro_batches = [(micro, task.collate(train, micro, pad_id)) for micro in chunk(indices, state.grad_accum)]
+        budget = getattr(task, "micro_batch_tokens", None)
+        micro_batches = [(micro, task.collate(train, micro, pad_id)) for part in chunk(indices, state.grad_accum)
+                         for micro in within_tokens(part, train.lengths, budget)]
         targets = sum(task.target_count(batch["labels"]) for _, batch in micro_batches)
         for micro, batch in micro_batches:
             fault_point("micro-batch", len(micro))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.batching import length_sorted_batches, move
+from ..data.batching import INFERENCE_TOKENS, length_sorted_batches, move
 from .first_token import first_token_forward
 
 
@@ -19,7 +19,8 @@ def predict_outputs(model, task, features, batch_size: int, pad_id: int, device,
     dense, ragged, order = [], [], []
     loss_sum, count = torch.zeros((), dtype=torch.float64, device=device), 0
     with torch.inference_mode():
-        for indices in length_sorted_batches(features.lengths, batch_size):
+        # a task with wide outputs per token (a language model's vocabulary) batches fewer tokens
+        for indices in length_sorted_batches(features.lengths, batch_size, getattr(task, "inference_tokens", INFERENCE_TOKENS)):
             batch = move(task.collate(features, indices, pad_id), device)
             labels = batch.pop("labels", None)
             with autocast() if autocast else torch.autocast("cpu", enabled=False):
@@ -28,7 +29,7 @@ def predict_outputs(model, task, features, batch_size: int, pad_id: int, device,
                 total, targets = task.loss(output, labels)
                 loss_sum += total.double()
                 count += targets
-            out = task.outputs(output, batch)
+            out = task.outputs(output, batch if labels is None else {**batch, "labels": labels})  # a per-example loss needs them
             (dense if isinstance(out, torch.Tensor) else ragged).append(out)
             order.extend(indices)
     model.train(was_training)

@@ -1,0 +1,221 @@
+"""Chat (instruction tuning, SFT): conversations -> a causal LM that answers like their assistant.
+
+The data are conversations in any layout data/chat.py reads (Alpaca, OpenAI messages, ShareGPT,
+prompt/completion), laid out with the model's own chat template; the loss covers every assistant turn
+and its end-of-turn token, nothing else (`--train-on-prompt` for every token). Training batches are
+packed into rows of --max-length tokens (data/packing.py: each conversation attends only to itself and
+its positions restart), evaluation batches are padded, so each conversation's loss is its own.
+
+The model keeps its pretrained output layer (trains_output_head False): under LoRA, the default method
+here, only the adapter trains and the run folder holds the adapter alone. Metrics: the held-out loss
+per assistant token and its perplexity (exp of the loss), lower is better.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..assets.resolve import load_pretrained
+from ..data import chat as conv
+from ..data.packing import IGNORE, collate_packed, collate_unpacked, pack, shifted_loss_sum, target_tokens
+from ..errors import TunesmithError
+from . import register_task
+from .protocol import Metric, Splits
+from .text_classification import set_dropout
+
+PROBE_CHATS = [[{"role": "user", "content": "Name three colours."}],
+               [{"role": "user", "content": "What is the capital of France?"}]]
+
+
+@dataclass
+class ChatFeatures:
+    examples: list[conv.EncodedChat]
+    lengths: np.ndarray  # tokens per conversation: the cost unit
+    labels: np.ndarray | None  # target tokens per conversation (every chat example has labels)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def read_conversations(raw: pd.DataFrame, path, role: str) -> pd.DataFrame:
+    """A table with one `messages` cell per row (OpenAI-style turns), from any layout data/chat.py reads."""
+    found = conv.chat_layout(raw)
+    if found is None:
+        raise TunesmithError(f"The {role} file '{path}' holds no conversations the chat task reads (columns: "
+                             f"{', '.join(map(str, raw.columns[:8]))}); give instruction/input/output (Alpaca), a messages column of "
+                             f"role/content turns, a conversations column (ShareGPT), or prompt/completion columns.")
+    return pd.DataFrame({"messages": conv.conversations(raw, found[0], path)})
+
+
+@register_task("chat")
+class Chat:
+    pipeline_task = "text-generation"
+    default_model = "smollm2-135m"
+    default_method = "lora"  # adapts attention and MLP projections; the pretrained lm_head and embeddings stay
+    default_max_length = 1024
+    # tokens of an evaluation batch: their logits span the vocabulary (49,152 for SmolLM2: 2,048 tokens hold 0.4 GB
+    # of float32 logits; the 16,384 of a classifier's batches reached 22 GB with the loss and its softmax)
+    inference_tokens = 2048
+    # tokens of a training micro-batch (the step's update is the same: the loop divides by the step's targets). LoRA on
+    # smollm2-135m, batch 32, --max-length 1,024: unbounded, a step went past 24 GB and was killed; at 2,048 tokens the
+    # job peaked at 14.5 GB (about 6 MB a token of activations); 1,024 leaves room on a 16 GB machine
+    micro_batch_tokens = 1024
+    model_class = "AutoModelForCausalLM"
+    peft_task_type = "CAUSAL_LM"
+    trains_output_head = False
+    tunes_on_validation = False
+    metrics = (Metric("loss", higher_is_better=False, title="loss"), Metric("perplexity", higher_is_better=False))
+    predict_example = '"Write a haiku about autumn."'
+
+    def __init__(self, layout: str = "messages", chat_template: str | None = None, train_on_prompt: bool = False, packing: str = "on"):
+        self.layout, self.chat_template = layout, chat_template
+        self.train_on_prompt, self.packing = train_on_prompt, packing
+        self.max_length: int | None = None  # set by encode: the length packed rows fill
+
+    # -- identity and data ------------------------------------------------------------------
+    @classmethod
+    def detect(cls, raw: pd.DataFrame, data_cfg) -> str | None:
+        found = conv.chat_layout(raw)
+        return found[1] if found else None
+
+    @classmethod
+    def prepare(cls, raw: pd.DataFrame, sources: dict, cfg, seed: int) -> tuple["Chat", Splits]:
+        from ..data.sources import read_data_file
+        from ..data.text_tables import sample_rows, split_off_random_validation
+
+        path, notes = sources["train"], []
+        layout = (conv.chat_layout(raw) or ("messages", ""))[0]
+        train = read_conversations(raw, path, "training")
+        if cfg.data.max_train_examples and len(train) > cfg.data.max_train_examples:
+            rows, train = len(train), sample_rows(train, cfg.data.max_train_examples, seed)
+            notes.append(f"Sampled {len(train):,} of {rows:,} training conversations at random.")
+        read = lambda role: read_conversations(read_data_file(sources[role], cfg.data.encoding, role=role), sources[role], role)  # noqa: E731
+        validation = test = None
+        if sources.get("validation"):
+            validation = read("validation")
+        elif cfg.data.val_fraction != 0:
+            train, validation, split_notes = split_off_random_validation(train, cfg.data.val_fraction, seed)
+            notes += split_notes
+        if sources.get("test"):
+            test = read("test")
+        task = cls(layout, cfg.task.chat_template, cfg.task.train_on_prompt, cfg.task.packing)
+        sizes = [f"{len(train):,} train"] + [f"{len(t):,} {n}" for n, t in (("validation", validation), ("test", test)) if t is not None]
+        turns = sum(sum(m["role"] == "assistant" for m in chat) for chat in train["messages"])
+        return task, Splits(train, validation, test, {k: v for k, v in sources.items() if v}, notes,
+                            validation_from_split=validation is not None and not sources.get("validation"),
+                            summary=f"{' / '.join(sizes)} conversations, {turns:,} assistant turns in training",
+                            columns=f"layout {layout}")
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Chat":
+        return cls(record.get("layout", "messages"), record.get("chat_template"), record.get("train_on_prompt", False),
+                   record.get("packing", "on"))
+
+    def record(self) -> dict:
+        return {"layout": self.layout, "chat_template": self.chat_template, "train_on_prompt": self.train_on_prompt, "packing": self.packing}
+
+    def default_metric(self, splits: Splits) -> tuple[str, str | None]:
+        return "loss", None
+
+    # -- model ------------------------------------------------------------------------------
+    def load_preprocessor(self, source: str, model_cfg):
+        from transformers import AutoTokenizer
+
+        tokenizer = load_pretrained(AutoTokenizer, source, model_cfg)
+        conv.resolve_chat_template(tokenizer, self.chat_template)  # the model's own, or --chat-template; saved with the run
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked and carry no label
+        return tokenizer
+
+    def build_model(self, source: str, model_cfg):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = load_pretrained(AutoConfig, source, model_cfg)
+        set_dropout(config, model_cfg.dropout)
+        config.use_cache = False  # a training forward builds no key/value cache (generation turns it back on)
+        return load_pretrained(AutoModelForCausalLM, source, model_cfg, config=config)
+
+    # -- tensors and loss -------------------------------------------------------------------
+    def encode(self, tokenizer, table: pd.DataFrame, max_length: int) -> ChatFeatures:
+        self.max_length = max_length
+        examples = conv.encode_conversations(tokenizer, list(table["messages"]), max_length, self.train_on_prompt)
+        empty = [i for i, e in enumerate(examples) if e.targets == 0]
+        if len(empty) == len(examples):
+            raise TunesmithError(f"No conversation keeps an assistant token within --max-length {max_length}; raise --max-length.")
+        lengths = np.fromiter((len(e.input_ids) for e in examples), dtype=np.int64, count=len(examples))
+        return ChatFeatures(examples, lengths, np.fromiter((e.targets for e in examples), dtype=np.int64, count=len(examples)))
+
+    def collate(self, features: ChatFeatures, indices: list[int], pad_id: int) -> dict:
+        """Training steps pack their conversations into rows; evaluation pads them, one per row."""
+        if self.packing == "on" and torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+            chosen = [features.examples[i] for i in indices]
+            return collate_packed(chosen, pack([len(e.input_ids) for e in chosen], self.max_length or max(features.lengths)), pad_id)
+        return collate_unpacked(features.examples, indices, pad_id)
+
+    def target_count(self, labels: torch.Tensor) -> int:
+        return target_tokens(labels)
+
+    def loss(self, output, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Summed cross-entropy of every target token (next-token shift); the loop divides by the step's targets."""
+        return shifted_loss_sum(output.logits, labels)
+
+    def outputs(self, output, batch: dict) -> torch.Tensor:
+        """(summed loss, target tokens) of each conversation of an evaluation batch (one per row)."""
+        logits, labels = output.logits[:, :-1].float(), batch["labels"][:, 1:]
+        per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+        return torch.stack([per_token.sum(1), (labels != IGNORE).sum(1).float()], 1)
+
+    # -- scoring and predictions ------------------------------------------------------------
+    def score(self, outputs: np.ndarray, features, loss: float | None = None) -> dict:
+        total, targets = float(outputs[:, 0].sum()), float(outputs[:, 1].sum())
+        mean = total / max(targets, 1.0)
+        return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "examples": int(len(outputs)), "target_tokens": int(targets)}
+
+    def tune(self, outputs, features) -> dict:
+        return {}
+
+    def use_tuned(self, tuned: dict) -> None:
+        pass
+
+    def warnings(self, scores: dict, split: str) -> list[str]:
+        return []
+
+    def summary_lines(self, scores: dict, split: str) -> list[str]:
+        return [f"Held-out {split} loss {scores['loss']:.4f} per assistant token (perplexity {scores['perplexity']:.2f}) over "
+                f"{scores['target_tokens']:,} tokens of {scores['examples']:,} conversations."]
+
+    def predictions_table(self, outputs: np.ndarray, table: pd.DataFrame, with_inputs: bool = True) -> pd.DataFrame:
+        import json
+
+        out = pd.DataFrame(index=range(len(outputs)))
+        if with_inputs:
+            out["messages"] = [json.dumps(chat, ensure_ascii=False) for chat in table["messages"]]
+        out["loss"] = (outputs[:, 0] / np.maximum(outputs[:, 1], 1)).round(5)
+        out["target_tokens"] = outputs[:, 1].astype(int)
+        return out
+
+    def predict_records(self, outputs: np.ndarray, table: pd.DataFrame) -> list[dict]:
+        """How well the model predicts each conversation's assistant turns (answers are generated by `generate`)."""
+        return [{"loss": float(s / max(n, 1)), "target_tokens": int(n)} for s, n in outputs]
+
+    def describe_prediction(self, record: dict) -> str:
+        return f"loss {record['loss']:.4f} over {record['target_tokens']} tokens"
+
+    def inputs_table(self, inputs, pairs=None) -> pd.DataFrame:
+        chats = [[{"role": "user", "content": x}] if isinstance(x, str) else list(x) for x in inputs]
+        return pd.DataFrame({"messages": chats})
+
+    def read_inputs(self, path, data_cfg, column: str | None = None, with_labels: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+        from ..data.sources import read_data_file
+
+        raw = read_data_file(path, data_cfg.encoding, role="input")
+        return read_conversations(raw, path, "input"), raw
+
+    def probe_table(self) -> pd.DataFrame:
+        answers = ["Red, green and blue.", "Paris."]
+        return pd.DataFrame({"messages": [chat + [{"role": "assistant", "content": a}] for chat, a in zip(PROBE_CHATS, answers)]})
