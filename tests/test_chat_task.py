@@ -16,7 +16,7 @@ from test_chat_data import WORDS, word_tokenizer
 
 ANSWERS = {"hi": "hello you", "how are you": "fine thanks", "bye now": "see you soon"}
 OPTIONS = {"epochs": 12, "batch_size": 8, "lr": 2e-2, "early_stopping": 0, "checkpoint_every": 0, "threads": 1, "refit": "off",
-           "precision": "fp32", "max_length": 64}
+           "precision": "fp32", "max_length": 64, "forgetting_text": "off"}
 
 
 def build_tiny_chat_model(folder):
@@ -55,6 +55,21 @@ def test_an_alpaca_file_is_chat_data_and_full_fine_tuning_learns_its_answers(tmp
     assert validation["perplexity"] == pytest.approx(math.exp(validation["loss"]))
     assert validation["target_tokens"] == 34  # "hello you", "fine thanks", "see you soon" and an end-of-turn token each
     assert validation["loss"] < 0.5 * math.log(len(WORDS))  # a random model sits near log(vocab) = 3.2; measured 0.40
+
+
+def test_held_out_loss_before_training_and_forgetting_on_a_general_text_are_reported(tmp_path, alpaca_file, tiny_chat_model, capsys):
+    general = tmp_path / "general.txt"
+    general.write_text(" ".join(random.Random(1).choice(WORDS[4:]) for _ in range(300)), encoding="utf-8")
+    run = tunesmith.finetune(alpaca_file, out=str(tmp_path / "run"), model=str(tiny_chat_model), method="full",
+                             **dict(OPTIONS, lr=1e-2, forgetting_text=str(general)))
+    before, metrics = run.metrics["before"], run.metrics
+    assert before["validation"]["loss"] > 2.5 > 1.0 > metrics["validation"]["loss"]  # the random base model, then the trained one
+    assert before["validation"]["target_tokens"] == metrics["validation"]["target_tokens"]
+    forgot = metrics["forgetting"]
+    assert forgot["text"] == str(general) and forgot["tokens"] == 300 - 300 // 64 - 1  # 5 windows of 64 words, each predicts all but its first
+    assert forgot["perplexity_before"] == pytest.approx(math.exp(before["reference"]["loss"]))
+    assert forgot["change_percent"] == pytest.approx(100 * (forgot["perplexity_after"] / forgot["perplexity_before"] - 1), abs=0.01)
+    assert run.record["before"] == before  # a resumed run keeps its base model's scores
 
 
 def test_lora_is_the_default_and_its_run_folder_holds_the_adapter_alone(tmp_path, alpaca_file, tiny_chat_model):

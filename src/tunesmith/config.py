@@ -49,6 +49,8 @@ class TaskConfig:
                                "multi-label, token-classification, question-answering, image-classification, audio-classification, chat)")
     chat_template: str | None = option(None, "chat: the template that lays out conversations: the base model's own (default), "
                                              "chatml, or a .jinja file (for a base model that has none)")
+    forgetting_text: str = option("auto", "chat: plain text whose perplexity before and after fine-tuning shows what the model lost: "
+                                          "auto (the held-out chapter of the bundled general-text), off, or a .txt file")
     train_on_prompt: bool = option(False, "chat: train on every token of a conversation, not only the assistant's turns")
     packing: str = option("on", "chat: pack training conversations into rows of --max-length tokens (attention and positions kept "
                                 "to each conversation), or off (padded batches)", choices=["on", "off"])

@@ -104,6 +104,16 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     pad_id = pad_id_of(tokenizer)
     encode = lambda table: task.encode(tokenizer, table, cfg.model.max_length) if table is not None else None  # noqa: E731
     train, validation, test = encode(data.train), encode(data.validation), encode(data.test)
+    reference = task.reference_features(tokenizer, cfg.model.max_length) if hasattr(task, "reference_features") else None
+    before = (previous or {}).get("before")  # a resumed run measured its base model when it started
+    if getattr(task, "scores_before_training", False) and before is None:
+        before = score_splits(model, task, {"validation": validation, "test": test, "reference": reference and reference[1]},
+                              cfg, pad_id, device, precision)
+        record["before"] = before
+        write_record(run_dir, record)
+        for split, scores in before.items():
+            console.print(f"Before fine-tuning, {reference[0] if split == 'reference' else split}: loss {scores['loss']:.4f}, "
+                          f"perplexity {scores['perplexity']:.2f}.")
     selection = read_selection(run_dir) if cfg.output.resume else None
     if selection is None:
         phase = train_phase(model, groups, task, train, validation, cfg, run_dir, resume_from, pad_id, precision, console, method)
@@ -141,6 +151,12 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
         metrics["test"]["seconds"] = round(time.perf_counter() - started, 3)
         with atomic_file(run_dir / "test_predictions.csv") as tmp:
             task.predictions_table(outputs, data.test).to_csv(tmp, index=False)
+    if before is not None:
+        metrics["before"] = before
+    if reference is not None and before and "reference" in before:
+        after = score_splits(model, task, {"reference": reference[1]}, cfg, pad_id, device, precision)["reference"]
+        metrics["forgetting"] = forgetting(reference[0], before["reference"], after)
+        console.print(forgetting_line(metrics["forgetting"]))
     # a refit run's training is both phases: the selection's loop and cache, then the refit's
     loop_seconds = state.train_seconds + (selection["seconds"] if refit else 0.0)
     cache_seconds = inputs.cache_seconds + (selection["cache_seconds"] if refit else 0.0)
@@ -185,6 +201,30 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     for warning in metrics["warnings"]:
         console.print(f"[bold yellow]Warning:[/bold yellow] {warning}")
     return run_dir, metrics
+
+
+def score_splits(model, task, splits: dict, cfg, pad_id: int, device, precision: str) -> dict:
+    """The task's scores of each given split (None: left out) with the model as it is."""
+    scored = {}
+    for split, features in splits.items():
+        if features is not None:
+            outputs, loss = predict_outputs(model, task, features, cfg.train.eval_batch_size, pad_id, device, autocast_for(precision, device))
+            scored[split] = task.score(outputs, features, loss)
+    return scored
+
+
+def forgetting(text: str, before: dict, after: dict) -> dict:
+    """How much worse the model predicts a general text it was not fine-tuned on: what it lost."""
+    return {"text": text, "tokens": before.get("target_tokens"), "perplexity_before": before["perplexity"],
+            "perplexity_after": after["perplexity"], "change_percent": round(100 * (after["perplexity"] / before["perplexity"] - 1), 2)}
+
+
+def forgetting_line(result: dict) -> str:
+    change = result["change_percent"]
+    verdict = "it lost little" if change < 5 else "it forgot some of its general language" if change < 25 else \
+        "it forgot much of its general language: try fewer epochs, a lower --lr, or --method lora"
+    return (f"Forgetting: perplexity on {result['text']} went from {result['perplexity_before']:.2f} to {result['perplexity_after']:.2f} "
+            f"({change:+.1f}%): {verdict}.")
 
 
 SELECTION_FILE = "selection.json"  # the first phase of a refit run: how long to train, and its validation scores

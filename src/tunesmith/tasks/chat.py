@@ -72,9 +72,12 @@ class Chat:
     metrics = (Metric("loss", higher_is_better=False, title="loss"), Metric("perplexity", higher_is_better=False))
     predict_example = '"Write a haiku about autumn."'
 
-    def __init__(self, layout: str = "messages", chat_template: str | None = None, train_on_prompt: bool = False, packing: str = "on"):
+    scores_before_training = True  # the base model's held-out loss is printed and stored beside the fine-tuned one
+
+    def __init__(self, layout: str = "messages", chat_template: str | None = None, train_on_prompt: bool = False, packing: str = "on",
+                 forgetting_text: str = "off"):
         self.layout, self.chat_template = layout, chat_template
-        self.train_on_prompt, self.packing = train_on_prompt, packing
+        self.train_on_prompt, self.packing, self.forgetting_text = train_on_prompt, packing, forgetting_text
         self.max_length: int | None = None  # set by encode: the length packed rows fill
 
     # -- identity and data ------------------------------------------------------------------
@@ -103,7 +106,7 @@ class Chat:
             notes += split_notes
         if sources.get("test"):
             test = read("test")
-        task = cls(layout, cfg.task.chat_template, cfg.task.train_on_prompt, cfg.task.packing)
+        task = cls(layout, cfg.task.chat_template, cfg.task.train_on_prompt, cfg.task.packing, cfg.task.forgetting_text)
         sizes = [f"{len(train):,} train"] + [f"{len(t):,} {n}" for n, t in (("validation", validation), ("test", test)) if t is not None]
         turns = sum(sum(m["role"] == "assistant" for m in chat) for chat in train["messages"])
         return task, Splits(train, validation, test, {k: v for k, v in sources.items() if v}, notes,
@@ -114,10 +117,11 @@ class Chat:
     @classmethod
     def from_record(cls, record: dict) -> "Chat":
         return cls(record.get("layout", "messages"), record.get("chat_template"), record.get("train_on_prompt", False),
-                   record.get("packing", "on"))
+                   record.get("packing", "on"), record.get("forgetting_text", "off"))
 
     def record(self) -> dict:
-        return {"layout": self.layout, "chat_template": self.chat_template, "train_on_prompt": self.train_on_prompt, "packing": self.packing}
+        return {"layout": self.layout, "chat_template": self.chat_template, "train_on_prompt": self.train_on_prompt, "packing": self.packing,
+                "forgetting_text": self.forgetting_text}
 
     def default_metric(self, splits: Splits) -> tuple[str, str | None]:
         return "loss", None
@@ -139,6 +143,31 @@ class Chat:
         set_dropout(config, model_cfg.dropout)
         config.use_cache = False  # a training forward builds no key/value cache (generation turns it back on)
         return load_pretrained(AutoModelForCausalLM, source, model_cfg, config=config)
+
+    def reference_features(self, tokenizer, max_length: int) -> tuple[str, ChatFeatures] | None:
+        """(what it is, features) of the general text forgetting is measured on: every token a target, in windows
+        of max_length; None with --forgetting-text off."""
+        from pathlib import Path
+
+        if self.forgetting_text == "off":
+            return None
+        if self.forgetting_text == "auto":
+            from ..assets.lm_assets import forgetting_text_file
+
+            path, name = forgetting_text_file(), "general-text (Botchan, held-out chapter XI)"
+        else:
+            path, name = Path(self.forgetting_text), self.forgetting_text
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TunesmithError(f"Cannot read --forgetting-text '{path}' ({exc}); give a UTF-8 .txt file, auto, or off.") from None
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        windows = [ids[i:i + max_length] for i in range(0, len(ids), max_length) if len(ids[i:i + max_length]) > 1]
+        if not windows:
+            raise TunesmithError(f"--forgetting-text '{path}' holds too little text to measure a perplexity on; give a longer file, or off.")
+        examples = [conv.EncodedChat(list(w), list(w)) for w in windows]
+        lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
+        return name, ChatFeatures(examples, lengths, lengths - 1)
 
     # -- tensors and loss -------------------------------------------------------------------
     def encode(self, tokenizer, table: pd.DataFrame, max_length: int) -> ChatFeatures:
