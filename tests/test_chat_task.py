@@ -136,3 +136,11 @@ def test_a_step_cut_by_the_token_budget_gives_the_same_weights(tmp_path, alpaca_
     tunesmith.finetune(alpaca_file, out=str(tmp_path / "cut"), model=str(tiny_chat_model), **options)
     whole, cut = (load_file(str(tmp_path / p / "model.safetensors")) for p in ("whole", "cut"))
     assert all(torch.allclose(whole[k], cut[k], atol=2e-5) for k in whole)
+
+
+def test_predict_scores_whole_conversations_and_refuses_a_bare_prompt(tmp_path, alpaca_file, tiny_chat_model):
+    run = tunesmith.finetune(alpaca_file, out=str(tmp_path / "run"), model=str(tiny_chat_model), **dict(OPTIONS, epochs=1))
+    scored = run.predict([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello you"}]])
+    assert scored[0]["target_tokens"] == 3 and scored[0]["loss"] > 0
+    with pytest.raises(tunesmith.errors.TunesmithError, match="answering a prompt is the generate and chat commands' job"):
+        run.predict(["hi"])

@@ -236,7 +236,11 @@ class Chat:
         return f"loss {record['loss']:.4f} over {record['target_tokens']} tokens"
 
     def inputs_table(self, inputs, pairs=None) -> pd.DataFrame:
-        chats = [[{"role": "user", "content": x}] if isinstance(x, str) else list(x) for x in inputs]
+        """Conversations to score (each with its assistant turns); a prompt alone has nothing to score."""
+        chats = [list(x) for x in inputs if not isinstance(x, str)]
+        if len(chats) < len(inputs) or not all(any(m.get("role") == "assistant" for m in chat) for chat in chats):
+            raise TunesmithError("A chat run's predict scores whole conversations (lists of role/content messages with the assistant's "
+                                 "turns) by their loss; answering a prompt is the generate and chat commands' job, not written yet.")
         return pd.DataFrame({"messages": chats})
 
     def read_inputs(self, path, data_cfg, column: str | None = None, with_labels: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
