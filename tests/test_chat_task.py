@@ -144,3 +144,29 @@ def test_predict_scores_whole_conversations_and_refuses_a_bare_prompt(tmp_path, 
     assert scored[0]["target_tokens"] == 3 and scored[0]["loss"] > 0
     with pytest.raises(tunesmith.errors.TunesmithError, match="answering a prompt is the generate and chat commands' job"):
         run.predict(["hi"])
+
+
+def test_a_killed_chat_run_resumes_to_the_same_weights_and_keeps_its_before_scores(tmp_path, alpaca_file, tiny_chat_model):
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    def train(out, *extra, fault=None):
+        env = {k: v for k, v in os.environ.items() if k != "TUNESMITH_FAULT"}
+        env.update({"HF_HUB_OFFLINE": "1", **({"TUNESMITH_FAULT": fault} if fault else {})})
+        command = [sys.executable, "-m", "tunesmith.cli", "train", str(alpaca_file), "--model", str(tiny_chat_model), "--out", str(out),
+                   "--method", "full", "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--refit", "off", "--early-stopping", "0",
+                   "--checkpoint-every", "3", "--threads", "1", "--precision", "fp32", "--max-length", "64", "--forgetting-text", "off", *extra]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    assert train(tmp_path / "reference").returncode == 0
+    assert train(tmp_path / "killed", fault="kill-at=step:5").returncode != 0
+    resumed = train(tmp_path / "killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Before fine-tuning" not in resumed.stdout  # measured once, when the run started
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("reference", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    records = [json.loads((tmp_path / name / "run.json").read_text()) for name in ("reference", "killed")]
+    assert records[0]["before"] == records[1]["before"] and "validation" in records[1]["before"]

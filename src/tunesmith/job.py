@@ -109,11 +109,12 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     if getattr(task, "scores_before_training", False) and before is None:
         before = score_splits(model, task, {"validation": validation, "test": test, "reference": reference and reference[1]},
                               cfg, pad_id, device, precision)
-        record["before"] = before
-        write_record(run_dir, record)
         for split, scores in before.items():
             console.print(f"Before fine-tuning, {reference[0] if split == 'reference' else split}: loss {scores['loss']:.4f}, "
                           f"perplexity {scores['perplexity']:.2f}.")
+    if before is not None:  # run.json keeps them: a resumed run does not measure a base model it no longer has
+        record["before"] = before
+        write_record(run_dir, record)
     selection = read_selection(run_dir) if cfg.output.resume else None
     if selection is None:
         phase = train_phase(model, groups, task, train, validation, cfg, run_dir, resume_from, pad_id, precision, console, method)
