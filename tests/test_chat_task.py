@@ -170,3 +170,12 @@ def test_a_killed_chat_run_resumes_to_the_same_weights_and_keeps_its_before_scor
     assert all(torch.equal(a[k], b[k]) for k in a)
     records = [json.loads((tmp_path / name / "run.json").read_text()) for name in ("reference", "killed")]
     assert records[0]["before"] == records[1]["before"] and "validation" in records[1]["before"]
+
+
+def test_the_cli_summary_of_a_chat_run_suggests_no_predict_on_a_bare_prompt(tmp_path, alpaca_file, tiny_chat_model, capsys):
+    from tunesmith.cli import main
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in dict(OPTIONS, epochs=1).items()]
+    assert main(["train", str(alpaca_file), "--model", str(tiny_chat_model), "--out", str(tmp_path / "run"), *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "Held-out validation loss" in printed and "Try: tunesmith predict" not in printed

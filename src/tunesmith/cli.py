@@ -125,7 +125,7 @@ def outputs_line(run_dir, metrics: dict) -> str:
     listed = f"{', '.join(names[:-1])} and {names[-1]} are" if len(names) > 1 else f"{names[0]} is" if names else "Its files are"
     no_test = "" if metrics.get("test") else " (no test file: pass --test FILE to score one)"
     example = getattr(TASKS.get(metrics.get("task")), "predict_example", '"some text"')  # an image run: a file name
-    return f"{listed} in {run_dir}{no_test}. Try: tunesmith predict {run_dir} {example}"
+    return f"{listed} in {run_dir}{no_test}." + (f" Try: tunesmith predict {run_dir} {example}" if example else "")
 
 
 @command("compare", "train several methods on the same data, split and seed; one table and plot")

@@ -70,7 +70,7 @@ class Chat:
     trains_output_head = False
     tunes_on_validation = False
     metrics = (Metric("loss", higher_is_better=False, title="loss"), Metric("perplexity", higher_is_better=False))
-    predict_example = '"Write a haiku about autumn."'
+    predict_example = None  # no predict suggestion: answering prompts is for the generate and chat commands (not written yet)
 
     scores_before_training = True  # the base model's held-out loss is printed and stored beside the fine-tuned one
 
