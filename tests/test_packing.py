@@ -6,7 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tunesmith.data.packing import (IGNORE, block_causal_mask, collate_packed, collate_unpacked, pack,
-                                    shifted_loss_sum, target_tokens)
+                                    shifted_loss_rows, shifted_loss_sum, target_tokens)
 from tunesmith.errors import TunesmithError
 
 PAD = 0
@@ -198,3 +198,15 @@ def test_loss_over_micro_batches_divided_by_step_targets_equals_one_batch():
         sums, counts = zip(*(summed(p) for p in parts))
     assert sum(counts) == big_count
     assert (sum(sums) / sum(counts)).item() == pytest.approx((big_sum / big_count).item(), rel=1e-5)
+
+
+def test_per_row_losses_add_up_to_the_batch_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6, 64)
+    labels = torch.randint(0, 64, (3, 6))
+    labels[0, :3] = IGNORE
+    labels[2, 4:] = IGNORE
+    sums, counts = shifted_loss_rows(logits, labels)
+    total, count = shifted_loss_sum(logits, labels)
+    assert counts.tolist() == [3, 5, 3] and int(counts.sum()) == count
+    assert float(sums.sum()) == pytest.approx(float(total), rel=1e-6)

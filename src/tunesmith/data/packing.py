@@ -170,6 +170,14 @@ def target_tokens(labels) -> int:
     return int((labels[:, 1:] != IGNORE).sum())
 
 
+def shifted_loss_rows(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy summed over each row's target tokens, each row's target count), with the causal shift:
+    per example where every row holds one (evaluation batches)."""
+    logits, targets = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
+    per_token = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+    return per_token.sum(1), (targets != IGNORE).sum(1)
+
+
 def shifted_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(cross-entropy summed over the target tokens, their count), with the causal shift: logits at t
     score the label at t+1. Works on packed and unpacked batches alike."""

@@ -51,10 +51,14 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def method_for(setting: str, task=None) -> str:
+    """--method, or when it is auto the task's default (`default_method`: lora for chat, else full)."""
+    return getattr(task, "default_method", "full") if setting == "auto" else setting
+
+
 def resolve_method(cfg, task=None):
-    """--method, or when it is auto the task's default (`default_method`: lora for chat, else full); returns cfg."""
-    if cfg.method.method == "auto":
-        cfg.method.method = getattr(task, "default_method", "full")
+    """cfg with --method auto replaced by the task's default method; returns cfg."""
+    cfg.method.method = method_for(cfg.method.method, task)
     return cfg
 
 
@@ -77,8 +81,7 @@ def adapt_model(model, method_cfg, task=None):
     (trains_output_head False) trains only where the method trains it."""
     from ..architectures import parameter_groups, set_trainable
 
-    name = method_cfg.method if method_cfg.method != "auto" else getattr(task, "default_method", "full")
-    model = get_method(name).apply(model, method_cfg, parameter_groups(model), task)
+    model = get_method(method_for(method_cfg.method, task)).apply(model, method_cfg, parameter_groups(model), task)
     groups = parameter_groups(model)
     if task is None or task.trains_output_head:
         set_trainable([(n, p) for n, p in groups.head if "original_module" not in n], True)

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from ..assets.resolve import load_pretrained
 from ..data import chat as conv
-from ..data.packing import IGNORE, collate_packed, collate_unpacked, pack, shifted_loss_sum, target_tokens
+from ..data.packing import collate_packed, collate_unpacked, pack, shifted_loss_rows, shifted_loss_sum, target_tokens
 from ..errors import TunesmithError
 from . import register_task
 from .protocol import Metric, Splits
@@ -42,14 +41,14 @@ class ChatFeatures:
         return len(self.examples)
 
 
-def read_conversations(raw: pd.DataFrame, path, role: str) -> pd.DataFrame:
-    """A table with one `messages` cell per row (OpenAI-style turns), from any layout data/chat.py reads."""
+def read_conversations(raw: pd.DataFrame, path, role: str) -> tuple[pd.DataFrame, str]:
+    """(a table with one `messages` cell per row (OpenAI-style turns), the file's layout), from any layout data/chat.py reads."""
     found = conv.chat_layout(raw)
     if found is None:
         raise TunesmithError(f"The {role} file '{path}' holds no conversations the chat task reads (columns: "
                              f"{', '.join(map(str, raw.columns[:8]))}); give instruction/input/output (Alpaca), a messages column of "
                              f"role/content turns, a conversations column (ShareGPT), or prompt/completion columns.")
-    return pd.DataFrame({"messages": conv.conversations(raw, found[0], path)})
+    return pd.DataFrame({"messages": conv.conversations(raw, found[0], path)}), found[0]
 
 
 @register_task("chat")
@@ -92,12 +91,11 @@ class Chat:
         from ..data.text_tables import sample_rows, split_off_random_validation
 
         path, notes = sources["train"], []
-        layout = (conv.chat_layout(raw) or ("messages", ""))[0]
-        train = read_conversations(raw, path, "training")
+        train, layout = read_conversations(raw, path, "training")
         if cfg.data.max_train_examples and len(train) > cfg.data.max_train_examples:
             rows, train = len(train), sample_rows(train, cfg.data.max_train_examples, seed)
             notes.append(f"Sampled {len(train):,} of {rows:,} training conversations at random.")
-        read = lambda role: read_conversations(read_data_file(sources[role], cfg.data.encoding, role=role), sources[role], role)  # noqa: E731
+        read = lambda role: read_conversations(read_data_file(sources[role], cfg.data.encoding, role=role), sources[role], role)[0]  # noqa: E731
         validation = test = None
         if sources.get("validation"):
             validation = read("validation")
@@ -162,7 +160,7 @@ class Chat:
         except (OSError, UnicodeDecodeError) as exc:
             raise TunesmithError(f"Cannot read --forgetting-text '{path}' ({exc}); give a UTF-8 .txt file, auto, or off.") from None
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        windows = [ids[i:i + max_length] for i in range(0, len(ids), max_length) if len(ids[i:i + max_length]) > 1]
+        windows = [w for w in (ids[i:i + max_length] for i in range(0, len(ids), max_length)) if len(w) > 1]
         if not windows:
             raise TunesmithError(f"--forgetting-text '{path}' holds too little text to measure a perplexity on; give a longer file, or off.")
         examples = [conv.EncodedChat(list(w), list(w)) for w in windows]
@@ -173,8 +171,7 @@ class Chat:
     def encode(self, tokenizer, table: pd.DataFrame, max_length: int) -> ChatFeatures:
         self.max_length = max_length
         examples = conv.encode_conversations(tokenizer, list(table["messages"]), max_length, self.train_on_prompt)
-        empty = [i for i, e in enumerate(examples) if e.targets == 0]
-        if len(empty) == len(examples):
+        if not any(e.targets for e in examples):
             raise TunesmithError(f"No conversation keeps an assistant token within --max-length {max_length}; raise --max-length.")
         lengths = np.fromiter((len(e.input_ids) for e in examples), dtype=np.int64, count=len(examples))
         return ChatFeatures(examples, lengths, np.fromiter((e.targets for e in examples), dtype=np.int64, count=len(examples)))
@@ -195,9 +192,8 @@ class Chat:
 
     def outputs(self, output, batch: dict) -> torch.Tensor:
         """(summed loss, target tokens) of each conversation of an evaluation batch (one per row)."""
-        logits, labels = output.logits[:, :-1].float(), batch["labels"][:, 1:]
-        per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-        return torch.stack([per_token.sum(1), (labels != IGNORE).sum(1).float()], 1)
+        sums, counts = shifted_loss_rows(output.logits, batch["labels"])
+        return torch.stack([sums, counts.float()], 1)
 
     # -- scoring and predictions ------------------------------------------------------------
     def score(self, outputs: np.ndarray, features, loss: float | None = None) -> dict:
@@ -247,7 +243,7 @@ class Chat:
         from ..data.sources import read_data_file
 
         raw = read_data_file(path, data_cfg.encoding, role="input")
-        return read_conversations(raw, path, "input"), raw
+        return read_conversations(raw, path, "input")[0], raw
 
     def probe_table(self) -> pd.DataFrame:
         answers = ["Red, green and blue.", "Paris."]

@@ -105,8 +105,8 @@ def cache_path():
 
 def bf16_speedup(model: nn.Module) -> float:
     """float32 time / bf16 time of the model's work on this machine, measured once and cached."""
-    side = getattr(getattr(model, "config", None), "image_size", None) or 224
     if has_convs(model) and hasattr(model, "config"):
+        side = getattr(model.config, "image_size", None) or 224
         key, timed = f"{machine_key()}|{type(model).__name__} {sum(p.numel() for p in model.parameters())} at {side} px", \
             lambda dtype: time_images(model, side, dtype)  # noqa: E731
     else:
