@@ -175,6 +175,51 @@ class Run:
         outputs, features = self._outputs(table)
         return self.task.score(outputs, features)
 
+    # -- generation: chat, causal-lm and preference runs --------------------------------------------------
+    def _generator(self):
+        """The model and tokenizer of a run that writes text, or one sentence saying this run does not."""
+        if self.task.model_class != "AutoModelForCausalLM":
+            raise TunesmithError(f"The run in '{self.path}' is a {self.task.name} run, which labels inputs and writes no text; generate "
+                                 f"and chat need a run of a language model (chat, causal-lm or preference): use `tunesmith predict` here.")
+        return self._load()
+
+    @keyword_errors
+    def generate(self, prompts, batch_size: int = 8, **settings) -> list[str]:
+        """The model's answer to each prompt: a string (one user message) or a list of role/content messages ending with
+        the user's. Settings: temperature (0: greedy), top_p, max_new_tokens, repetition_penalty, seed (generation.py)."""
+        from .generation import generate_batch, settings_from
+
+        if isinstance(prompts, (str, dict)):
+            raise TunesmithError("generate takes a list of prompts; wrap a single prompt in a list: generate(['...']).")
+        conversations = [[{"role": "user", "content": p}] if isinstance(p, str) else list(p) for p in prompts]
+        if not conversations:
+            raise TunesmithError("Nothing to generate: give at least one prompt.")
+        model, tokenizer = self._generator()
+        return generate_batch(model, tokenizer, conversations, settings_from(settings), batch_size)
+
+    @keyword_errors
+    def generate_file(self, path, out, text_column: str | None = None, batch_size: int = 8, **settings) -> int:
+        """Answer every prompt of a file (.txt lines, or JSONL/JSON/CSV of prompts or conversations) into a JSONL file:
+        each row as read plus its `answer` (and the file's own answer as `reference`, when it has one). Returns the count."""
+        from .prompts import read_prompts
+
+        prompts = read_prompts(path, self.config.data.encoding, text_column)
+        answers = self.generate(prompts.conversations, batch_size, **settings)
+        with atomic_file(Path(out)) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for row, answer, reference in zip(prompts.rows, answers, prompts.references):
+                    extra = {"reference": reference} if reference is not None else {}
+                    f.write(json.dumps({**row, "answer": answer, **extra}, ensure_ascii=False) + "\n")
+        return len(answers)
+
+    def chat_session(self, system_prompt: str | None = None, write=print, **settings):
+        """An interactive ChatSession (chat_session.py) on this run's model: `.run()` reads from the keyboard."""
+        from .chat_session import ChatSession
+        from .generation import settings_from
+
+        model, tokenizer = self._generator()
+        return ChatSession(model, tokenizer, settings_from(settings), system_prompt, write)
+
     @keyword_errors
     def save(self, path: str | Path) -> Path:
         """Copy the run folder (model, config, metrics, plots) to path."""

@@ -30,14 +30,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         for name, f in fields_of(cls).items():
             if not f.metadata.get("cli", True):
                 continue
-            flag = "--" + name.replace("_", "-")
+            flags = ["--" + name.replace("_", "-"), *f.metadata.get("aliases", ())]
             kind = base_type(f)
             default = f" (default: {f.default})" if f.default is not None else ""  # None: the help says what happens
             help_text = f.metadata["help"].replace("%", "%%")  # argparse %-formats help texts ("10%" would crash --help)
             if kind is bool:
-                group.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
+                group.add_argument(*flags, action="store_true", dest=name, default=argparse.SUPPRESS, help=help_text)
             else:
-                group.add_argument(flag, type=str, default=argparse.SUPPRESS, metavar=kind.__name__.upper(), help=f"{help_text}{default}")
+                group.add_argument(*flags, type=str, dest=name, default=argparse.SUPPRESS, metavar=kind.__name__.upper(), help=f"{help_text}{default}")
 
 
 def config_from_args(args) -> RunConfig:
@@ -115,7 +115,7 @@ def written_outputs(run_dir) -> list[str]:
     """The run folder's outputs that exist, as the summary names them."""
     run_dir = Path(run_dir)
     model = ["Model"] if any(run_dir.glob("*.safetensors")) else []
-    return model + [name for name in ("metrics.json", "curves.png", "test_predictions.csv") if (run_dir / name).is_file()]
+    return model + [name for name in ("metrics.json", "curves.png", "test_predictions.csv", "answers.md") if (run_dir / name).is_file()]
 
 
 def outputs_line(run_dir, metrics: dict) -> str:
@@ -194,6 +194,49 @@ def cmd_export(args) -> int:
     return 0
 
 
+def generation_options(args) -> dict:
+    """The generation flags given, parsed and checked as chat's /set parses them."""
+    from dataclasses import fields
+
+    from .generation import GenerationSettings
+
+    settings = GenerationSettings()
+    for f in fields(GenerationSettings):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            settings.update(f.name, value)
+    return {f.name: getattr(settings, f.name) for f in fields(GenerationSettings)}
+
+
+@command("generate", "answer every prompt of a file with a chat (or causal-lm) run; writes JSONL")
+def cmd_generate(args) -> int:
+    from .api import Run
+
+    options = generation_options(args)
+    run = Run(args.run, for_cli=True)
+    if args.file:
+        if not args.out:
+            raise TunesmithError("--file needs --out ANSWERS.jsonl: the file the answers are written to.")
+        count = run.generate_file(args.file, args.out, args.text_column, args.batch_size, **options)
+        print(f"Wrote {count:,} answers to {args.out}.")
+        return 0
+    if not args.prompts:
+        raise TunesmithError("Nothing to answer: give prompts after the run folder, or --file FILE --out ANSWERS.jsonl.")
+    for prompt, answer in zip(args.prompts, run.generate(args.prompts, args.batch_size, **options)):
+        print(json.dumps({"prompt": prompt, "answer": answer}, ensure_ascii=False) if args.json else answer)
+    return 0
+
+
+@command("chat", "talk with a chat run's model in the terminal; the reply streams as it is written")
+def cmd_chat(args) -> int:
+    from .api import Run
+
+    options = generation_options(args)
+    session = Run(args.run, for_cli=True).chat_session(args.system, **options)
+    session.run()
+    return 0
+
+
 @command("models", "list the embedded base models and where they come from")
 def cmd_models(args) -> int:
     from .assets import MODELS
@@ -251,6 +294,19 @@ def stray_argument_message(extras: list[str], parser: argparse.ArgumentParser) -
     return f"unknown option {flag}.{hint}" if hint else f"unknown option {flag}; see `{parser.prog} --help` for the options."
 
 
+def add_generation_flags(parser: argparse.ArgumentParser, greedy_default: bool) -> None:
+    """One flag per GenerationSettings field (generation.py), with its help."""
+    from dataclasses import fields
+
+    from .generation import GenerationSettings
+
+    group = parser.add_argument_group("generation options")
+    for f in fields(GenerationSettings):
+        default = 0 if greedy_default and f.name == "temperature" else f.default
+        group.add_argument("--" + f.name.replace("_", "-"), default=None if default == f.default else str(default), metavar="VALUE",
+                           help=f"{f.metadata['help']} (default: {default})".replace("%", "%%"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = TunesmithParser(prog="tunesmith", description="Fine-tune a pre-trained model on your labeled data.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -285,6 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument("--label-column", help="label column of the file (default: the training one, else inferred as training does)")
             p.add_argument("--text-column", help="text column of the file, or FIRST,SECOND for a pair (default: the training one, else inferred)")
             p.add_argument("--json", action="store_true", help="print JSON")
+        elif name in ("generate", "chat"):
+            p.add_argument("run", help="run folder written by `tunesmith train` (chat, causal-lm or preference)")
+            if name == "generate":
+                p.add_argument("prompts", nargs="*", help="prompts to answer, each one user message")
+                p.add_argument("--file", help="answer every prompt of this file: .txt (one a line), or JSONL/JSON/CSV of prompts, "
+                                              "Alpaca instructions or conversations (a final assistant turn is kept as the reference)")
+                p.add_argument("--out", help="JSONL file to write: each row of the file with its answer (required with --file)")
+                p.add_argument("--text-column", help="column of the file holding the prompt (default: found from the columns)")
+                p.add_argument("--batch-size", type=int, default=8, help="prompts generated together, sorted by length (default: 8)")
+                p.add_argument("--json", action="store_true", help="print one JSON line per prompt")
+            else:
+                p.add_argument("--system", help="system prompt for the conversation (/system changes it in the chat)")
+            add_generation_flags(p, greedy_default=name == "generate")
         elif name == "export":
             p.add_argument("run", help="run folder written by `tunesmith train`")
             p.add_argument("--out", required=True, help="new folder to write the model to")

@@ -15,9 +15,9 @@ import yaml
 from .errors import TunesmithError, did_you_mean
 
 
-def option(default, help: str, *, choices=None, min=None, max=None, cli: bool = True):
-    """A config field with its help text and allowed values."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "cli": cli}
+def option(default, help: str, *, choices=None, min=None, max=None, cli: bool = True, aliases: tuple[str, ...] = ()):
+    """A config field with its help text and allowed values; `aliases`: more CLI flags for it beside --field-name."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "cli": cli, "aliases": aliases}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -46,14 +46,23 @@ class TaskConfig:
     """The task, and (later) options only some tasks have, each named after its task."""
 
     task: str = option("auto", "what to learn: auto (inferred from the data, printed), or a task name (text-classification, regression, "
-                               "multi-label, token-classification, question-answering, image-classification, audio-classification, chat)")
+                               "multi-label, token-classification, question-answering, image-classification, audio-classification, chat, "
+                               "preference (DPO), causal-lm (continued pre-training on raw text))")
     chat_template: str | None = option(None, "chat: the template that lays out conversations: the base model's own (default), "
                                              "chatml, or a .jinja file (for a base model that has none)")
     forgetting_text: str = option("auto", "chat: plain text whose perplexity before and after fine-tuning shows what the model lost: "
                                           "auto (the held-out chapter of the bundled general-text), off, or a .txt file")
+    answer_prompts: int = option(8, "chat: held-out prompts (test, else validation) answered greedily before and after fine-tuning, "
+                                    "written side by side to answers.md; 0: none", min=0, max=1000)
     train_on_prompt: bool = option(False, "chat: train on every token of a conversation, not only the assistant's turns")
     packing: str = option("on", "chat: pack training conversations into rows of --max-length tokens (attention and positions kept "
                                 "to each conversation), or off (padded batches)", choices=["on", "off"])
+    dpo_beta: float = option(0.1, "preference: DPO's beta, how far the tuned model may move from the reference (lower: further)",
+                             min=0.001, max=100.0)
+    dpo_loss: str = option("sigmoid", "preference: the loss on the reward margin: sigmoid (DPO) or ipo (IPO, a squared loss that "
+                                      "does not push the margin to infinity)", choices=["sigmoid", "ipo"])
+    dpo_label_smoothing: float = option(0.0, "preference: the share of pairs assumed mislabelled (conservative DPO; sigmoid loss only)",
+                                        min=0.0, max=0.49)
     label_separator: str | None = option(None, "multi-label: the character between labels in a label cell (default: detected among ; | ,)")
     entity_mode: str = option("default", "token-classification: how entity spans are read from tags, as seqeval does: 'default' (conlleval: "
                                          "a stray I- starts an entity) or 'strict' (only well-formed BIO/IOBES spans count)",
@@ -85,10 +94,15 @@ class TaskConfig:
 
 @dataclass
 class ModelConfig:
-    model: str = option("auto", "base model: an embedded name (see `tunesmith models`), a local Hugging Face folder or a hub name; "
-                                "auto: the task's embedded default (minilm-l6 for text, mobilenet-v2 for images, whisper-tiny-en for audio)")
+    model: str = option("auto", "base model: an embedded name (see `tunesmith models`), a local Hugging Face folder, a hub name, or "
+                                "(--from RUN) a finished tunesmith run folder, its adapter merged into its base (e.g. DPO after "
+                                "instruction tuning); auto: the task's embedded default (minilm-l6 for text, mobilenet-v2 for images, "
+                                "whisper-tiny-en for audio, smollm2-135m for chat)", aliases=("--from",))
     max_length: int | None = option(None, "longest input in tokens; longer texts are truncated (default: the task's, 128 tokens, "
                                           "1,024 for chat)", min=8, max=8192)
+    quantize: str = option("none", "chat, causal-lm, preference on a CUDA GPU: hold the frozen base weights in 4-bit (nf4, QLoRA) or 8-bit "
+                                   "through bitsandbytes, to train an adapter on a model too big for the GPU in 16 bits",
+                           choices=["none", "4bit", "8bit"])
     dropout: float | None = option(None, "dropout inside the model and head (default: the base model's own)", min=0.0, max=0.9)
     trust_remote_code: bool = option(False, "allow a hub model to run its own Python code (only for models you trust)")
     trust_pickle: bool = option(False, "allow loading pickled (.bin/.pt) weights, read with weights_only=True (only for files you trust)")

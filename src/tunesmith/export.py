@@ -9,6 +9,7 @@ and cannot be folded into the base weights.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -66,3 +67,28 @@ def export_run(run_dir, out, merge: bool = False) -> dict:
     with atomic_folder(out) as tmp:
         save_run_model(model, preprocessor, tmp, final=out)
     return {"out": out, "form": kind}
+
+
+MERGED_RUNS = "merged-runs"  # under the tunesmith cache: adapter runs merged once to start another run from
+
+
+def run_as_base_model(run_dir) -> Path:
+    """A finished run folder as a base model folder (`--from RUN`, or --model RUN): a whole-model run is a model
+    folder already; an adapter run is merged into its base once and cached (keyed by the adapter's path and file
+    stamps), so a preference run after an instruction-tuning run starts from exactly the model that run made."""
+    from .assets.fetch import cache_dir
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    finished_record(run_dir)  # a live or unfinished run is refused with its own sentence
+    kind = saved_model_kind(run_dir)
+    if kind == "plain":
+        return run_dir
+    if kind == "bottleneck":
+        raise TunesmithError(f"The run in '{run_dir}' uses bottleneck adapters (--method adapter), which cannot be merged into a base model "
+                             f"to start another run from; start from a run trained with full, lora, dora or ia3.")
+    stamps = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(run_dir.glob("adapter_*")) if p.is_file()]
+    key = hashlib.sha256(repr((str(run_dir), stamps)).encode()).hexdigest()[:16]
+    folder = cache_dir() / MERGED_RUNS / f"{run_dir.name}-{key}"
+    if not (folder / "config.json").is_file():  # written whole or not at all (atomic_folder)
+        export_run(run_dir, folder, merge=True)
+    return folder

@@ -84,6 +84,15 @@ class GenerationSettings:
         setattr(self, name, parsed)
 
 
+def settings_from(options: dict) -> GenerationSettings:
+    """GenerationSettings from keyword options (None: the default), an unknown name refused in one sentence."""
+    known = [f.name for f in fields(GenerationSettings)]
+    for name in options:
+        if name not in known:
+            raise TunesmithError(f"Unknown generation setting '{name}'; the settings are {', '.join(known)}." + did_you_mean(name, known))
+    return GenerationSettings(**{k: v for k, v in options.items() if v is not None})
+
+
 def stop_token_ids(tokenizer, model_config=None) -> list[int]:
     """The token ids that end an assistant turn: the tokenizer's eos, the model's (generation) config eos (an id or
     a list), and the chat template's end-of-turn token where the tokenizer has it. model_config may be a model, its

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .answers import ANSWERS_MD, answer, held_out_prompts, write_answers
 from .assets.resolve import resolve_model_source
 from .config import RunConfig
 from .data.sources import read_data_file, resolve_sources
@@ -95,7 +96,8 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     trainable, total = count_parameters(model)
     console.print(f"Model: {cfg.model.model} ({total / 1e6:.1f}M parameters), method {method.name}: {trainable:,} trainable ({100 * trainable / total:.2f}%).")
 
-    record = {"status": "running", "task": task.name, "method": method.name, "adapter": method.adapter, "base_model": cfg.model.model,
+    record = {**({"before_answers": previous["before_answers"]} if previous and "before_answers" in previous else {}),
+              "status": "running", "task": task.name, "method": method.name, "adapter": method.adapter, "base_model": cfg.model.model,
               **task.record(), "sources": data.sources, "precision": precision, "lr": cfg.train.lr}
     write_record(run_dir, record)
     atomic_write_text(run_dir / "config.yaml", config_file_text(rerunnable_config(cfg), choices.reasons))
@@ -104,6 +106,7 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     pad_id = pad_id_of(tokenizer)
     encode = lambda table: task.encode(tokenizer, table, cfg.model.max_length) if table is not None else None  # noqa: E731
     train, validation, test = encode(data.train), encode(data.validation), encode(data.test)
+    attach_base_outputs(task, model, (train, validation, test), cfg, pad_id, device, precision)
     reference = task.reference_features(tokenizer, cfg.model.max_length) if hasattr(task, "reference_features") else None
     before = (previous or {}).get("before")  # a resumed run measured its base model when it started
     if getattr(task, "scores_before_training", False) and before is None:
@@ -112,8 +115,12 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
         for split, scores in before.items():
             console.print(f"Before fine-tuning, {reference[0] if split == 'reference' else split}: loss {scores['loss']:.4f}, "
                           f"perplexity {scores['perplexity']:.2f}.")
+    answer_split, prompts = held_out_answer_prompts(task, data, cfg)
+    if prompts and "before_answers" not in record:  # a resumed run keeps the answers its base model gave
+        record["before_answers"] = answer(model, tokenizer, prompts)
     if before is not None:  # run.json keeps them: a resumed run does not measure a base model it no longer has
         record["before"] = before
+    if before is not None or prompts:
         write_record(run_dir, record)
     selection = read_selection(run_dir) if cfg.output.resume else None
     if selection is None:
@@ -136,6 +143,7 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
         refit_cfg = copy.deepcopy(cfg)
         refit_cfg.train.epochs, refit_cfg.train.early_stopping = epochs, 0
         model, groups = build_adapted_model(task, source, cfg)
+        attach_base_outputs(task, model, (all_data,), cfg, pad_id, device, precision)
         refit_dir = run_dir / "refit"
         checkpoints = list_checkpoints(refit_dir / "checkpoints")
         final = train_phase(model, groups, task, all_data, None, refit_cfg, refit_dir, checkpoints[-1] if checkpoints else None,
@@ -188,6 +196,9 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     for name, value in tuned.items():  # stored with the model too: config.json's tunesmith_threshold, ...
         setattr(model.config, f"tunesmith_{name}", value)
     save_model(model, tokenizer, run_dir, method.adapter)
+    if prompts:
+        write_answers(run_dir, answer_split, prompts, record["before_answers"], answer(model, tokenizer, prompts))
+        console.print(f"Answers to {len(prompts)} held-out {answer_split} prompts, before and after fine-tuning: {run_dir / ANSWERS_MD}.")
     # the loss has its own panel: the right one shows the selection metric, or the task's first other one
     plotted = cfg.train.metric if cfg.train.metric != "loss" else next((m.name for m in task.metrics if m.name != "loss"), "loss")
     plot_curves(selection["losses"], selection["history"], plotted, run_dir / "curves.png",
@@ -212,6 +223,27 @@ def score_splits(model, task, splits: dict, cfg, pad_id: int, device, precision:
             outputs, loss = predict_outputs(model, task, features, cfg.train.eval_batch_size, pad_id, device, autocast_for(precision, device))
             scored[split] = task.score(outputs, features, loss)
     return scored
+
+
+def held_out_answer_prompts(task, data, cfg) -> tuple[str, list[dict]]:
+    """(split, prompts) a task that writes text answers before and after training (answers.py); none for the others."""
+    if not getattr(task, "writes_answers", False) or not cfg.task.answer_prompts:
+        return "", []
+    split, table = ("test", data.test) if data.test is not None else ("validation", data.validation)
+    return split, held_out_prompts(table, cfg.task.answer_prompts)
+
+
+def attach_base_outputs(task, model, splits, cfg, pad_id: int, device, precision: str) -> None:
+    """For a task that compares the tuned model with the model it started from (DPO's frozen reference), the
+    base model's outputs on each split, as `features.base_outputs`: computed once here, before the first step
+    (an adapter starts as the identity, so the model as built is the base), so that no second copy of the
+    model is held in memory while training. A resumed run computes them again from the rebuilt base."""
+    if getattr(task, "needs_base_outputs", False):
+        for features in splits:
+            if features is not None:
+                features.base_outputs = None  # the pass below runs the base model alone
+                features.base_outputs = predict_outputs(model, task, features, cfg.train.eval_batch_size, pad_id, device,
+                                                        autocast_for(precision, device))[0]
 
 
 def forgetting(text: str, before: dict, after: dict) -> dict:

@@ -11,10 +11,15 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def resolve_model_source(name: str) -> str:
-    """An embedded name -> its local folder; a folder -> itself; anything else is a hub name."""
+    """An embedded name -> its local folder; a folder -> itself; a tunesmith run folder -> its model (an adapter merged
+    into its base, export.run_as_base_model); anything else is a hub name."""
     if name in MODELS:
         return str(model_path(name))
     path = Path(name).expanduser()
+    if (path / "run.json").is_file():
+        from ..export import run_as_base_model
+
+        return str(run_as_base_model(path))
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
             raise TunesmithError(f"'{name}' is not a Hugging Face model folder (no config.json in it); give a folder saved with save_pretrained, an embedded name, or a hub name.")

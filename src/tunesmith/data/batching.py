@@ -65,5 +65,5 @@ def move(batch: dict, device) -> dict:
     """To the device; through pinned memory to a GPU, so the copy overlaps with the work queued before it."""
     device = torch.device(device)
     if device.type == "cuda":
-        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-    return {k: v.to(device) for k, v in batch.items()}
+        return {k: move(v, device) if isinstance(v, dict) else v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: move(v, device) if isinstance(v, dict) else v.to(device) for k, v in batch.items()}  # labels may be a dict (DPO)

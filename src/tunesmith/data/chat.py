@@ -88,13 +88,13 @@ class Problem(Exception):
         self.kind, self.detail = kind, detail
 
 
-def conversations(raw: pd.DataFrame, layout: str, source_name) -> list[list[dict]]:
+def conversations(raw: pd.DataFrame, layout: str, source_name, needs_assistant: bool = True) -> list[list[dict]]:
     """Each row as [{"role", "content"}] (roles system/user/assistant); a bad row is one sentence naming it."""
     columns = layout_columns(raw, layout, source_name)
     found, problems = [], {}
     for i, row in enumerate(raw.to_dict("records")):
         try:
-            found.append(checked(row_turns(row, layout, columns), layout))
+            found.append(checked(row_turns(row, layout, columns), layout, needs_assistant))
         except Problem as problem:
             problems.setdefault(problem.kind, []).append((i, problem.detail))
     for kind in PROBLEMS:
@@ -161,8 +161,9 @@ def text_of(value) -> str | None:
     return "" if is_missing(value) else None
 
 
-def checked(turns: list[tuple], layout: str) -> list[dict]:
-    """The turns as OpenAI messages: roles known, text everywhere, system first, user and assistant alternating."""
+def checked(turns: list[tuple], layout: str, needs_assistant: bool = True) -> list[dict]:
+    """The turns as OpenAI messages: roles known, text everywhere, system first, user and assistant alternating
+    (and, unless needs_assistant is False, as for a prompt to answer, at least one assistant turn)."""
     names, messages = ROLE_NAMES.get(layout), []
     for role, content, where in turns:
         if names is not None:
@@ -184,7 +185,7 @@ def checked(turns: list[tuple], layout: str) -> list[dict]:
         if message["role"] != expected:
             raise Problem("order", f"{where} is {message['role']} where the first turn must be user" if k == 0 else
                           f"{where} is a second {message['role']} in a row")
-    if not any(m["role"] == "assistant" for m in body):
+    if needs_assistant and not any(m["role"] == "assistant" for m in body):
         raise Problem("no_assistant")
     return messages
 

@@ -71,6 +71,7 @@ class Chat:
     metrics = (Metric("loss", higher_is_better=False, title="loss"), Metric("perplexity", higher_is_better=False))
     predict_example = None  # no predict suggestion: answering prompts is for the generate and chat commands (not written yet)
 
+    writes_answers = True  # held-out prompts answered before and after, side by side (answers.py)
     scores_before_training = True  # the base model's held-out loss is printed and stored beside the fine-tuned one
 
     def __init__(self, layout: str = "messages", chat_template: str | None = None, train_on_prompt: bool = False, packing: str = "on",
