@@ -179,3 +179,11 @@ def test_the_cli_summary_of_a_chat_run_suggests_no_predict_on_a_bare_prompt(tmp_
     assert main(["train", str(alpaca_file), "--model", str(tiny_chat_model), "--out", str(tmp_path / "run"), *flags]) == 0
     printed = capsys.readouterr().out
     assert "Held-out validation loss" in printed and "Try: tunesmith predict" not in printed
+
+
+def test_conversations_cut_to_max_length_are_counted_in_a_note(tmp_path, alpaca_file, tiny_chat_model, capsys):
+    tunesmith.finetune(alpaca_file, out=str(tmp_path / "run"), model=str(tiny_chat_model), method="full",
+                       **dict(OPTIONS, epochs=1, max_length=12, answer_prompts=0))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Note (training): Cut 38 of 38 conversations to --max-length 12" in out
+    assert "Note (validation): Cut 10 of 10 conversations" in out

@@ -25,6 +25,7 @@ from .config import RunConfig
 from .data.sources import read_data_file, resolve_sources
 from .errors import TunesmithError
 from .methods import adapt_model, get_method, resolve_learning_rate, resolve_method
+from .methods.quantize import check_quantize
 from .architectures import count_parameters
 from .perf import (compute_dtype, counts_every_flop, freeze_word_embeddings, measure_matmul_rate, throughput,
                    training_flops_per_token)
@@ -77,6 +78,7 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     # -- preflight: task and data in full, training choices, model, output folder -----------
     task, data = prepare_task_data(cfg, console)
     method = get_method(resolve_method(cfg, task).method.method)
+    check_quantize(cfg.model, method.name, task)
     refit, choices = resolve_training_choices(cfg, len(data.train), data.validation_from_split, task.default_metric(data))
     for reason in choices.reasons:
         console.print(reason)
@@ -106,6 +108,9 @@ def train_in_run_folder(cfg: RunConfig, console, stack: ExitStack) -> tuple[Path
     pad_id = pad_id_of(tokenizer)
     encode = lambda table: task.encode(tokenizer, table, cfg.model.max_length) if table is not None else None  # noqa: E731
     train, validation, test = encode(data.train), encode(data.validation), encode(data.test)
+    for split, features in (("training", train), ("validation", validation), ("test", test)):
+        for note in getattr(features, "notes", None) or ():  # what encoding changed (conversations cut to --max-length)
+            console.print(f"Note ({split}): {note}")
     attach_base_outputs(task, model, (train, validation, test), cfg, pad_id, device, precision)
     reference = task.reference_features(tokenizer, cfg.model.max_length) if hasattr(task, "reference_features") else None
     before = (previous or {}).get("before")  # a resumed run measured its base model when it started

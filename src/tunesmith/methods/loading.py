@@ -122,11 +122,14 @@ def local_model_folder(name: str) -> Path | None:
 
 def load_run_model(run_dir: Path, task, record: dict, cfg):
     """The fine-tuned model of a run folder, built by the task's own builder (as in training)."""
+    import dataclasses
+
     run_dir = Path(run_dir)
     kind = saved_model_kind(run_dir)
+    model_cfg = dataclasses.replace(cfg.model, quantize="none")  # an adapter trained over 4-bit weights serves on full ones
     if kind == "plain":
-        return task.build_model(str(run_dir), cfg.model)
-    base = task.build_model(resolve_model_source(record["base_model"]), cfg.model)  # the head's weights come from the adapter
+        return task.build_model(str(run_dir), model_cfg)
+    base = task.build_model(resolve_model_source(record["base_model"]), model_cfg)  # the head's weights come from the adapter
     if kind == "bottleneck":
         return load_bottleneck_adapter(base, run_dir)
     from peft import PeftModel

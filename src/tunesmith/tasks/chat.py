@@ -13,7 +13,7 @@ per assistant token and its perplexity (exp of the loss), lower is better.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ from ..assets.resolve import load_pretrained
 from ..data import chat as conv
 from ..data.packing import collate_packed, collate_unpacked, pack, shifted_loss_rows, shifted_loss_sum, target_tokens
 from ..errors import TunesmithError
+from ..methods.quantize import prepare_quantized, quantization_options
 from . import register_task
 from .protocol import Metric, Splits
 from .text_classification import set_dropout
@@ -36,6 +37,7 @@ class ChatFeatures:
     examples: list[conv.EncodedChat]
     lengths: np.ndarray  # tokens per conversation: the cost unit
     labels: np.ndarray | None  # target tokens per conversation (every chat example has labels)
+    notes: list[str] = field(default_factory=list)  # printed by the job: conversations cut to --max-length
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -141,7 +143,8 @@ class Chat:
         config = load_pretrained(AutoConfig, source, model_cfg)
         set_dropout(config, model_cfg.dropout)
         config.use_cache = False  # a training forward builds no key/value cache (generation turns it back on)
-        return load_pretrained(AutoModelForCausalLM, source, model_cfg, config=config)
+        model = load_pretrained(AutoModelForCausalLM, source, model_cfg, config=config, **quantization_options(model_cfg))
+        return prepare_quantized(model, model_cfg)
 
     def reference_features(self, tokenizer, max_length: int) -> tuple[str, ChatFeatures] | None:
         """(what it is, features) of the general text forgetting is measured on: every token a target, in windows
@@ -175,7 +178,9 @@ class Chat:
         if not any(e.targets for e in examples):
             raise TunesmithError(f"No conversation keeps an assistant token within --max-length {max_length}; raise --max-length.")
         lengths = np.fromiter((len(e.input_ids) for e in examples), dtype=np.int64, count=len(examples))
-        return ChatFeatures(examples, lengths, np.fromiter((e.targets for e in examples), dtype=np.int64, count=len(examples)))
+        note = conv.truncation_note(examples, max_length)
+        return ChatFeatures(examples, lengths, np.fromiter((e.targets for e in examples), dtype=np.int64, count=len(examples)),
+                            [note] if note else [])
 
     def collate(self, features: ChatFeatures, indices: list[int], pad_id: int) -> dict:
         """Training steps pack their conversations into rows; evaluation pads them, one per row."""
