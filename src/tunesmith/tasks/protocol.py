@@ -66,7 +66,10 @@ class Task(Protocol):
     # Optional class attributes, read with getattr and a default where a task has none:
     #   default_method ("full"), default_max_length (128 tokens), throughput_unit ("tokens"), predict_example,
     #   inference_tokens (tokens of an evaluation batch, data/batching.INFERENCE_TOKENS), micro_batch_tokens
-    #   (a token budget per training micro-batch, none) -- chat sets all of them (tasks/chat.py)
+    #   (a token budget per training micro-batch, none) -- chat sets all of them (tasks/chat.py); scores_before_training
+    #   (the base model's held-out scores are measured and stored), writes_answers (held-out prompts answered before and
+    #   after, answers.py), needs_base_outputs (the job stores the base model's outputs of each split as
+    #   features.base_outputs before the first step: DPO's reference log-probs, tasks/preference.py)
 
     @classmethod
     def detect(cls, raw: pd.DataFrame, data_cfg) -> str | None:
