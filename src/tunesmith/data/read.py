@@ -30,7 +30,8 @@ def detect_format(path: Path) -> tuple[str, str | None]:
         suffixes = suffixes[:-1]
     kind = FORMATS.get(suffixes[-1]) if suffixes else None
     if kind is None:
-        raise TunesmithError(f"'{path}' has an unknown format ('{path.suffix or 'no extension'}'); save it as {FORMAT_LIST}.")
+        raise TunesmithError(f"'{path}' has an unknown format ('{path.suffix or 'no extension'}'); save it as {FORMAT_LIST}, "
+                             f"or as plain text (.txt or .md) to train a language model on it.")
     return kind, compression
 
 

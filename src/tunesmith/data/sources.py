@@ -21,7 +21,8 @@ HUB_QA_DATASETS = {"squad": "rajpurkar/squad", "squad_v2": "rajpurkar/squad_v2"}
 def resolve_sources(data_cfg) -> dict[str, str | None]:
     """Paths of train/validation/test: a file, or the files of a bundled dataset name."""
     if not data_cfg.data:
-        raise TunesmithError("No training data given; pass a file (CSV, TSV, JSON, JSONL, Parquet) or a bundled dataset name such as rotten-tomatoes.")
+        raise TunesmithError("No training data given; pass a file (CSV, TSV, JSON, JSONL, Parquet, or plain text .txt) or a bundled dataset name "
+                             "such as rotten-tomatoes.")
     sources = {"train": data_cfg.data, "validation": data_cfg.validation, "test": data_cfg.test}
     path = Path(data_cfg.data)
     if not path.exists() and data_cfg.data in HUB_QA_DATASETS:
@@ -47,14 +48,19 @@ def read_data_file(path, encoding: str | None = None, role: str = "data") -> pd.
     A folder of class sub-folders of images or audio clips becomes one row per file (`path` relative to the
     folder, `label` the class folder; data/media_files.py); token-per-line tagged files (CoNLL, WNUT) one row per
     sentence with `tokens` and `tags` lists; SQuAD JSON files one row per question (id, question,
-    context, answers; checked against the context later, by the task); every other file is read as a
-    table (CSV, TSV, JSON, JSONL, Parquet). A table of image or clip paths (a bundled dataset's CSV among
-    them) is a table like any other: its paths are relative to its folder, which the image or audio task resolves.
+    context, answers; checked against the context later, by the task); plain text (a .txt or .md file, or a
+    folder of them) one `text` row per document, marked by attrs['raw_text'] (data/raw_text.py, for the
+    causal-lm task); every other file is read as a table (CSV, TSV, JSON, JSONL, Parquet). A table of image
+    or clip paths (a bundled dataset's CSV among them) is a table like any other: its paths are relative to
+    its folder, which the image or audio task resolves.
     """
     from .conll import looks_like_conll, read_conll
+    from .raw_text import is_text_file, is_text_folder, read_text_file, read_text_folder
     from .squad import looks_like_squad, squad_rows
 
     if Path(path).is_dir() and Path(path).suffix.lower() not in FORMATS:  # a folder named like a file (x.csv/) is a mistake read_table names
+        if is_text_folder(path):  # .txt/.md files and no images or clips
+            return read_text_folder(path, encoding, role)
         from .audio import AUDIO_FILES
         from .images import IMAGE_FILES
         from .media_files import folder_table
@@ -65,6 +71,8 @@ def read_data_file(path, encoding: str | None = None, role: str = "data") -> pd.
         return read_conll(path, encoding)
     if looks_like_squad(path):
         return squad_rows(path)
+    if is_text_file(path):  # after CoNLL: a tagged .txt is token data
+        return read_text_file(path, encoding, role)
     return read_table(path, encoding, role=role)
 
 

@@ -55,5 +55,5 @@ FALLBACK = "text-classification"  # detects any table (text and label columns ar
 
 # each import registers its task; --task auto asks them in this order, text classification last (image and
 # audio classification first: a folder of class folders, or a column of image or audio file names, is nothing else's data)
-from . import (image_classification, audio_classification, chat, token_classification, question_answering,  # noqa: E402,F401
+from . import (image_classification, audio_classification, preference, causal_lm, chat, token_classification, question_answering,  # noqa: E402,F401
                multi_label, regression, text_classification)
