@@ -31,7 +31,8 @@ def chat_run(tmp_path_factory):
     printed = io.StringIO()
     run = tunesmith.finetune(str(files["train"]), validation=str(folder / "validation.json"), test=str(folder / "test.json"),
                              out=str(tmp_path_factory.mktemp("runs") / "helper"), max_train_examples=128, epochs=1, batch_size=16,
-                             max_length=512, refit="off", checkpoint_every=0, console=Console(file=printed, width=400))
+                             max_length=512, refit="off", checkpoint_every=0, answer_prompts=0,  # answers: tests/test_generate_chat.py
+                             console=Console(file=printed, width=400))
     return run, printed.getvalue()
 
 
