@@ -50,7 +50,7 @@ class TaskConfig:
                                "preference (DPO), causal-lm (continued pre-training on raw text))")
     chat_template: str | None = option(None, "chat: the template that lays out conversations: the base model's own (default), "
                                              "chatml, or a .jinja file (for a base model that has none)")
-    forgetting_text: str = option("auto", "chat: plain text whose perplexity before and after fine-tuning shows what the model lost: "
+    forgetting_text: str = option("auto", "chat, causal-lm: plain text whose perplexity before and after fine-tuning shows what the model lost: "
                                           "auto (the held-out chapter of the bundled general-text), off, or a .txt file")
     answer_prompts: int = option(8, "chat: held-out prompts (test, else validation) answered greedily before and after fine-tuning, "
                                     "written side by side to answers.md; 0: none", min=0, max=1000)
@@ -99,7 +99,7 @@ class ModelConfig:
                                 "instruction tuning); auto: the task's embedded default (minilm-l6 for text, mobilenet-v2 for images, "
                                 "whisper-tiny-en for audio, smollm2-135m for chat)", aliases=("--from",))
     max_length: int | None = option(None, "longest input in tokens; longer texts are truncated (default: the task's, 128 tokens, "
-                                          "1,024 for chat)", min=8, max=8192)
+                                          "1,024 for chat, preference and causal-lm)", min=8, max=8192)
     quantize: str = option("none", "chat, causal-lm, preference on a CUDA GPU: hold the frozen base weights in 4-bit (nf4, QLoRA) or 8-bit "
                                    "through bitsandbytes, to train an adapter on a model too big for the GPU in 16 bits",
                            choices=["none", "4bit", "8bit"])
