@@ -32,13 +32,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..assets.resolve import load_pretrained
-from ..data.packing import collate_unpacked, shifted_loss_rows, shifted_loss_sum, target_tokens
+from ..data.packing import collate_unpacked, shifted_loss_sum, target_tokens
 from ..data.raw_text import RAW_TEXT, documents_of, passage_chars, passages
 from ..errors import TunesmithError
 from . import register_task
+from .language_model import build_causal_lm, lm_tokenizer, loss_rows, perplexity_scores, sampled_held_out_splits
 from .protocol import Metric, Splits
-from .text_classification import set_dropout
 
 STREAM_COLUMNS = ("document", "piece", "ends_document")  # a table with these is a stream of passages; without, texts scored alone
 PROBE_TEXTS = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital and largest city of France."]
@@ -163,8 +162,6 @@ class CausalLM:
 
     @classmethod
     def prepare(cls, raw: pd.DataFrame, sources: dict, cfg, seed: int) -> tuple["CausalLM", Splits]:
-        from ..data.text_tables import sample_rows, split_off_random_validation
-
         path = sources["train"]
         refuse_training_on_forgetting_text(sources, cfg.task.forgetting_text)
         documents, column, notes = documents_of(raw, cfg.data.text_column, path)
@@ -173,19 +170,10 @@ class CausalLM:
         if len(train) > len(documents):
             notes.append(f"Cut the {len(documents):,} document{'s' if len(documents) != 1 else ''} into {len(train):,} passages of about "
                          f"{max_chars:,} characters at paragraph, line or sentence ends, so that validation holds out whole passages.")
-        if cfg.data.max_train_examples and len(train) > cfg.data.max_train_examples:
-            rows, train = len(train), sample_rows(train, cfg.data.max_train_examples, seed)
-            notes.append(f"Sampled {len(train):,} of {rows:,} training passages at random.")
         # cut as training is (only the counts differ: a split's passages join into one stream again)
         read = lambda role: passages(read_documents(sources[role], cfg.data.encoding, role, column, cfg.data.text_column), max_chars)  # noqa: E731
-        validation = test = None
-        if sources.get("validation"):
-            validation = read("validation")
-        elif cfg.data.val_fraction != 0:
-            train, validation, split_notes = split_off_random_validation(train, cfg.data.val_fraction, seed)
-            notes += split_notes
-        if sources.get("test"):
-            test = read("test")
+        train, validation, test, split_notes = sampled_held_out_splits(train, sources, cfg, seed, read, "passages")
+        notes += split_notes
         sizes = [f"{len(train):,} train"] + [f"{len(t):,} {n}" for n, t in (("validation", validation), ("test", test)) if t is not None]
         chars, docs = int(train["text"].str.len().sum()), train["document"].nunique()
         layout = "plain text, documents split at two or more blank lines" if column is None else f"text column '{column}', one document a row"
@@ -207,20 +195,10 @@ class CausalLM:
 
     # -- model ------------------------------------------------------------------------------
     def load_preprocessor(self, source: str, model_cfg):
-        from transformers import AutoTokenizer
-
-        tokenizer = load_pretrained(AutoTokenizer, source, model_cfg)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token  # only the last block of a split is short; its padding carries no label
-        return tokenizer
+        return lm_tokenizer(source, model_cfg)  # only the last block of a split is short; its padding carries no label
 
     def build_model(self, source: str, model_cfg):
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        config = load_pretrained(AutoConfig, source, model_cfg)
-        set_dropout(config, model_cfg.dropout)
-        config.use_cache = False  # a training forward builds no key/value cache
-        return load_pretrained(AutoModelForCausalLM, source, model_cfg, config=config)
+        return build_causal_lm(source, model_cfg, model_cfg.dropout)
 
     def reference_features(self, tokenizer, max_length: int):
         """(what it is, features) of the general text forgetting is measured on, windowed as chat windows it (the same
@@ -258,14 +236,11 @@ class CausalLM:
 
     def outputs(self, output, batch: dict) -> torch.Tensor:
         """(summed loss, target tokens) of each row: a block, or a text scored alone."""
-        sums, counts = shifted_loss_rows(output.logits, batch["labels"])
-        return torch.stack([sums, counts.float()], 1)
+        return loss_rows(output, batch)
 
     # -- scoring and predictions ------------------------------------------------------------
     def score(self, outputs: np.ndarray, features, loss: float | None = None) -> dict:
-        total, targets = float(outputs[:, 0].sum()), float(outputs[:, 1].sum())
-        mean = total / max(targets, 1.0)
-        return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "examples": int(len(outputs)), "target_tokens": int(targets)}
+        return perplexity_scores(outputs)
 
     def tune(self, outputs, features) -> dict:
         return {}

@@ -12,21 +12,18 @@ per assistant token and its perplexity (exp of the loss), lower is better.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..assets.resolve import load_pretrained
 from ..data import chat as conv
-from ..data.packing import collate_packed, collate_unpacked, pack, shifted_loss_rows, shifted_loss_sum, target_tokens
+from ..data.packing import collate_packed, collate_unpacked, pack, shifted_loss_sum, target_tokens
 from ..errors import TunesmithError
-from ..methods.quantize import prepare_quantized, quantization_options
 from . import register_task
+from .language_model import build_causal_lm, lm_tokenizer, loss_rows, perplexity_scores, sampled_held_out_splits
 from .protocol import Metric, Splits
-from .text_classification import set_dropout
 
 PROBE_CHATS = [[{"role": "user", "content": "Name three colours."}],
                [{"role": "user", "content": "What is the capital of France?"}]]
@@ -91,22 +88,11 @@ class Chat:
     @classmethod
     def prepare(cls, raw: pd.DataFrame, sources: dict, cfg, seed: int) -> tuple["Chat", Splits]:
         from ..data.sources import read_data_file
-        from ..data.text_tables import sample_rows, split_off_random_validation
 
-        path, notes = sources["train"], []
+        path = sources["train"]
         train, layout = read_conversations(raw, path, "training")
-        if cfg.data.max_train_examples and len(train) > cfg.data.max_train_examples:
-            rows, train = len(train), sample_rows(train, cfg.data.max_train_examples, seed)
-            notes.append(f"Sampled {len(train):,} of {rows:,} training conversations at random.")
         read = lambda role: read_conversations(read_data_file(sources[role], cfg.data.encoding, role=role), sources[role], role)[0]  # noqa: E731
-        validation = test = None
-        if sources.get("validation"):
-            validation = read("validation")
-        elif cfg.data.val_fraction != 0:
-            train, validation, split_notes = split_off_random_validation(train, cfg.data.val_fraction, seed)
-            notes += split_notes
-        if sources.get("test"):
-            test = read("test")
+        train, validation, test, notes = sampled_held_out_splits(train, sources, cfg, seed, read, "conversations")
         task = cls(layout, cfg.task.chat_template, cfg.task.train_on_prompt, cfg.task.packing, cfg.task.forgetting_text)
         sizes = [f"{len(train):,} train"] + [f"{len(t):,} {n}" for n, t in (("validation", validation), ("test", test)) if t is not None]
         turns = sum(sum(m["role"] == "assistant" for m in chat) for chat in train["messages"])
@@ -129,22 +115,12 @@ class Chat:
 
     # -- model ------------------------------------------------------------------------------
     def load_preprocessor(self, source: str, model_cfg):
-        from transformers import AutoTokenizer
-
-        tokenizer = load_pretrained(AutoTokenizer, source, model_cfg)
+        tokenizer = lm_tokenizer(source, model_cfg)
         conv.resolve_chat_template(tokenizer, self.chat_template)  # the model's own, or --chat-template; saved with the run
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked and carry no label
         return tokenizer
 
     def build_model(self, source: str, model_cfg):
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        config = load_pretrained(AutoConfig, source, model_cfg)
-        set_dropout(config, model_cfg.dropout)
-        config.use_cache = False  # a training forward builds no key/value cache (generation turns it back on)
-        model = load_pretrained(AutoModelForCausalLM, source, model_cfg, config=config, **quantization_options(model_cfg))
-        return prepare_quantized(model, model_cfg)
+        return build_causal_lm(source, model_cfg, model_cfg.dropout)
 
     def reference_features(self, tokenizer, max_length: int) -> tuple[str, ChatFeatures] | None:
         """(what it is, features) of the general text forgetting is measured on: every token a target, in windows
@@ -198,14 +174,11 @@ class Chat:
 
     def outputs(self, output, batch: dict) -> torch.Tensor:
         """(summed loss, target tokens) of each conversation of an evaluation batch (one per row)."""
-        sums, counts = shifted_loss_rows(output.logits, batch["labels"])
-        return torch.stack([sums, counts.float()], 1)
+        return loss_rows(output, batch)
 
     # -- scoring and predictions ------------------------------------------------------------
     def score(self, outputs: np.ndarray, features, loss: float | None = None) -> dict:
-        total, targets = float(outputs[:, 0].sum()), float(outputs[:, 1].sum())
-        mean = total / max(targets, 1.0)
-        return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "examples": int(len(outputs)), "target_tokens": int(targets)}
+        return perplexity_scores(outputs)
 
     def tune(self, outputs, features) -> dict:
         return {}

@@ -43,14 +43,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..assets.resolve import load_pretrained
 from ..data import chat as conv
 from ..data.packing import IGNORE, collate_unpacked
 from ..data.preference import preference_layout, read_preference_pairs
 from ..errors import TunesmithError
 from . import register_task
+from .language_model import build_causal_lm, lm_tokenizer, sampled_held_out_splits
 from .protocol import Metric, Splits
-from .text_classification import set_dropout
 
 PROBE_PAIRS = [{"prompt": [{"role": "user", "content": "Name three colours."}], "chosen": "Red, green and blue.",
                 "rejected": "I would rather not say."},
@@ -145,25 +144,13 @@ class Preference:
     @classmethod
     def prepare(cls, raw: pd.DataFrame, sources: dict, cfg, seed: int) -> tuple["Preference", Splits]:
         from ..data.sources import read_data_file
-        from ..data.text_tables import sample_rows, split_off_random_validation
-
         if cfg.task.dpo_label_smoothing and cfg.task.dpo_loss != "sigmoid":
             raise TunesmithError(f"--dpo-label-smoothing applies to the sigmoid loss only, not --dpo-loss {cfg.task.dpo_loss}; "
                                  f"drop it, or use --dpo-loss sigmoid.")
-        path, notes = sources["train"], []
+        path = sources["train"]
         train, layout = read_preference_pairs(raw, path)
-        if cfg.data.max_train_examples and len(train) > cfg.data.max_train_examples:
-            rows, train = len(train), sample_rows(train, cfg.data.max_train_examples, seed)
-            notes.append(f"Sampled {len(train):,} of {rows:,} training pairs at random.")
         read = lambda role: read_preference_pairs(read_data_file(sources[role], cfg.data.encoding, role=role), sources[role])[0]  # noqa: E731
-        validation = test = None
-        if sources.get("validation"):
-            validation = read("validation")
-        elif cfg.data.val_fraction != 0:
-            train, validation, split_notes = split_off_random_validation(train, cfg.data.val_fraction, seed)
-            notes += split_notes
-        if sources.get("test"):
-            test = read("test")
+        train, validation, test, notes = sampled_held_out_splits(train, sources, cfg, seed, read, "pairs")
         task = cls(layout, cfg.task.chat_template, cfg.task.dpo_beta, cfg.task.dpo_loss, cfg.task.dpo_label_smoothing)
         sizes = [f"{len(train):,} train"] + [f"{len(t):,} {n}" for n, t in (("validation", validation), ("test", test)) if t is not None]
         loss = f"IPO loss, beta {task.beta:g}" if task.loss_type == "ipo" else \
@@ -186,21 +173,12 @@ class Preference:
 
     # -- model ------------------------------------------------------------------------------
     def load_preprocessor(self, source: str, model_cfg):
-        from transformers import AutoTokenizer
-
-        tokenizer = load_pretrained(AutoTokenizer, source, model_cfg)
+        tokenizer = lm_tokenizer(source, model_cfg)
         conv.resolve_chat_template(tokenizer, self.chat_template)  # the model's own, or --chat-template; saved with the run
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked and carry no label
         return tokenizer
 
     def build_model(self, source: str, model_cfg):
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        config = load_pretrained(AutoConfig, source, model_cfg)
-        set_dropout(config, 0.0 if model_cfg.dropout is None else model_cfg.dropout)  # see the module docstring
-        config.use_cache = False  # a training forward builds no key/value cache (generation turns it back on)
-        return load_pretrained(AutoModelForCausalLM, source, model_cfg, config=config)
+        return build_causal_lm(source, model_cfg, 0.0 if model_cfg.dropout is None else model_cfg.dropout)  # see the module docstring
 
     # -- tensors and loss -------------------------------------------------------------------
     def encode(self, tokenizer, table: pd.DataFrame, max_length: int) -> PreferenceFeatures:
