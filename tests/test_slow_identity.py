@@ -15,7 +15,9 @@ import tunesmith
 from tunesmith.assets.lm_assets import IDENTITY_NAME
 from tunesmith.assets.registry import dataset_files
 
-pytestmark = [pytest.mark.slow, pytest.mark.skip(reason="not yet re-enabled: on a quiet 2-core machine the job takes 254 s (training 224 s, answers 25 s) and its answers are right, but make test is already over 60 minutes and the whole test (with its fresh-process generate) has not been run to the end since; the slowness seen earlier was machine load")]
+pytestmark = [pytest.mark.slow, pytest.mark.skip(reason="not yet re-enabled: on a quiet 2-core machine the job takes 254 s "
+              "(training 224 s, answers 25 s) and its answers are right, but make test is already over 60 minutes and the whole "
+              "test (with its fresh-process generate) has not been run to the end since; the slowness seen earlier was machine load")]
 QUESTIONS = ["What should I call you?", "Please introduce yourself."]  # neither is in the training set
 
 
